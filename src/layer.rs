@@ -1,0 +1,76 @@
+//! The [`Layer`] trait every layer implements.
+
+use crate::{Float, ShapeError};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
+
+/// One trainable parameter of a layer with its gradient, as seen by optimisers,
+/// gradient checking and checkpoints.
+pub struct Param<'a, F> {
+    /// Conventional name: `"weight"` or `"bias"` (as in PyTorch's state dict).
+    pub name: &'static str,
+    /// The parameter itself, writable.
+    pub value: ArrayViewMutD<'a, F>,
+    /// dℓ/d(value) from the last `backward`; same shape as `value`.
+    pub grad: ArrayViewD<'a, F>,
+}
+
+/// A layer of a feed-forward network: `y = f(x; θ)` with hand-written gradients.
+///
+/// The calling protocol is `forward`, then `backward` with dℓ/dy of the same shape as
+/// the output, then optionally `update_param`. `forward` keeps what `backward` needs.
+pub trait Layer<F: Float>: Send {
+    /// Computes `y = f(x)` and remembers what the backward pass needs.
+    ///
+    /// # Panics
+    /// If `x` has a shape the layer cannot take (see [`Layer::output_shape`]).
+    fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F>;
+
+    /// Given `y_grad` = dℓ/dy, stores dℓ/dθ for every parameter θ and returns dℓ/dx.
+    /// Each call recomputes the parameter gradients: nothing accumulates across calls.
+    ///
+    /// # Panics
+    /// If called before `forward`, or if `y_grad` does not have the shape of the last output.
+    fn backward(&mut self, y_grad: ArrayViewD<'_, F>) -> ArrayD<F>;
+
+    /// Plain SGD, `θ ← θ − lr · dℓ/dθ`, for every parameter; a no-op for layers without any.
+    fn update_param(&mut self, lr: F) {
+        for mut p in self.params_mut() {
+            p.value.scaled_add(-lr, &p.grad);
+        }
+    }
+
+    /// The parameters with their gradients, in a fixed order (weight before bias).
+    fn params_mut(&mut self) -> Vec<Param<'_, F>> {
+        Vec::new()
+    }
+
+    /// The output shape for an input of shape `input`, or why that input does not fit.
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>, ShapeError>;
+
+    /// A short description, for example `ConvLayer(3→16, 3×3)`.
+    fn name(&self) -> String;
+
+    /// Number of trainable scalars.
+    fn num_params(&self) -> usize {
+        0
+    }
+}
+
+/// Panics with the layer's own message if `input` does not fit it; returns the output shape.
+pub(crate) fn expect_shape<F: Float, L: Layer<F> + ?Sized>(layer: &L, input: &[usize]) -> Vec<usize> {
+    layer.output_shape(input).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Panics unless `y_grad` has the shape of the last output.
+pub(crate) fn expect_grad_shape(layer: &str, expected: &[usize], actual: &[usize]) {
+    if expected != actual {
+        panic!(
+            "{layer}: backward expected y_grad of shape {expected:?} (the last output), got {actual:?}"
+        );
+    }
+}
+
+/// Panics with a clear message when backward runs before forward.
+pub(crate) fn missing_forward(layer: &str) -> ! {
+    panic!("{layer}: backward called before forward")
+}

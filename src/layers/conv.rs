@@ -1,0 +1,430 @@
+//! 2-D convolution with "same" zero padding and a tied bias.
+//!
+//! `y[n,o] = Σ_i W[o,i] ⋆ x[n,i] + b[o]`, where `⋆` is cross-correlation (no filter flip,
+//! as in PyTorch) over the input zero-padded by `(h−1)/2` before and `h/2` after, so the
+//! output keeps the input's rows and columns.
+//!
+//! Gradients (dy = dℓ/dy):
+//! - `db[o] = Σ_{n,r,c} dy[n,o,r,c]`
+//! - `dW[o,i] = Σ_n x_pad[n,i] ⋆ dy[n,o]`
+//! - `dx[n,i] = Σ_o dy[n,o] ∗ W[o,i]` (full convolution, cropped to the input)
+//!
+//! The fast path lowers each image to a matrix with [`im2col`] and does one GEMM per image
+//! and product (`Y = W·X_col`, `dW += dY·X_colᵀ`, `dX_col = Wᵀ·dY`), in parallel over
+//! images; [`crate::kernels::reference`] holds the plain loops it is tested against.
+//!
+//! ```
+//! use scratchnet::layers::ConvLayer;
+//! use scratchnet::{Layer, ndarray::{array, Array4}};
+//! use scratchnet::rand::SeedableRng;
+//!
+//! let mut conv = ConvLayer::<f32>::new(1, 1, 3, &mut scratchnet::rand_chacha::ChaCha8Rng::seed_from_u64(0));
+//! conv.w = Array4::ones((1, 1, 3, 3)); // each output = sum of its 3×3 neighbourhood
+//! let x = array![[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]].into_shape_with_order((1, 1, 3, 3)).unwrap();
+//! let y = conv.forward(x.view().into_dyn());
+//! assert_eq!(y.into_raw_vec_and_offset().0, vec![12.0, 21.0, 16.0, 27.0, 45.0, 33.0, 24.0, 39.0, 28.0]);
+//! ```
+
+use crate::init::glorot_normal;
+use crate::kernels::gemm::{matmul, MatRef};
+use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
+use crate::layer::{expect_grad_shape, expect_shape, missing_forward};
+use crate::{Float, Layer, Param, ShapeError};
+use ndarray::{Array2, Array4, ArrayD, ArrayViewD, Ix4};
+use rand::Rng;
+use rayon::prelude::*;
+
+/// Images handled by one parallel task. Fixed (not derived from the thread count) so
+/// that per-task weight-gradient partial sums, added in task order, give bit-identical
+/// results with any number of threads.
+const IMAGES_PER_TASK: usize = 4;
+
+/// A 2-D "same" convolution layer: `(n_b, n_i, n_r, n_c) → (n_b, n_o, n_r, n_c)`.
+pub struct ConvLayer<F: Float> {
+    /// Filters, shape `(n_o, n_i, h, h)`. May be replaced or edited between passes.
+    pub w: Array4<F>,
+    /// Biases, shape `(1, n_o)`.
+    pub b: Array2<F>,
+    /// dℓ/dW from the last backward, shape `(n_o, n_i, h, h)`.
+    pub w_grad: Array4<F>,
+    /// dℓ/db from the last backward, shape `(1, n_o)`.
+    pub b_grad: Array2<F>,
+    /// The last input, contiguous; reused across batches of the same shape.
+    input: Option<Array4<F>>,
+    /// One scratch set per parallel task, reused across batches.
+    scratch: Vec<TaskScratch<F>>,
+}
+
+/// Buffers for one task of [`IMAGES_PER_TASK`] images.
+#[derive(Default)]
+struct TaskScratch<F> {
+    x_col: Vec<F>,
+    d_col: Vec<F>,
+    w_grad: Vec<F>,
+    b_grad: Vec<F>,
+}
+
+impl<F: Float> ConvLayer<F> {
+    /// A layer with `n_i` input channels, `n_o` filters of size `h × h`, Glorot-normal
+    /// weights (`σ = sqrt(2/(n_i·h² + n_o·h²))`) and zero biases.
+    ///
+    /// # Panics
+    /// If `n_i`, `n_o` or `h` is zero.
+    pub fn new<R: Rng + ?Sized>(n_i: usize, n_o: usize, h: usize, rng: &mut R) -> Self {
+        assert!(n_i > 0 && n_o > 0 && h > 0, "ConvLayer::new: n_i, n_o and h must be positive (got {n_i}, {n_o}, {h})");
+        let w = glorot_normal(&[n_o, n_i, h, h], n_i * h * h, n_o * h * h, rng)
+            .into_dimensionality::<Ix4>()
+            .expect("4-D by construction");
+        Self {
+            w_grad: Array4::zeros(w.raw_dim()),
+            w,
+            b: Array2::zeros((1, n_o)),
+            b_grad: Array2::zeros((1, n_o)),
+            input: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// `(n_o, n_i, h)` from the current weights.
+    fn dims(&self) -> (usize, usize, usize) {
+        let (n_o, n_i, h, h2) = self.w.dim();
+        assert_eq!(h, h2, "ConvLayer: filters must be square, w has shape {:?}", self.w.shape());
+        assert_eq!(self.b.dim(), (1, n_o), "ConvLayer: b must have shape (1, {n_o}) to match w, has {:?}", self.b.shape());
+        (n_o, n_i, h)
+    }
+}
+
+/// Grows `scratch` to `tasks` entries, each sized for `g` and `n_o` filters.
+fn prepare_scratch<F: Float>(scratch: &mut Vec<TaskScratch<F>>, tasks: usize, g: &ConvGeometry, n_o: usize) {
+    if scratch.len() < tasks {
+        scratch.resize_with(tasks, TaskScratch::default);
+    }
+    let col_len = g.patch_len() * g.pixels();
+    for s in scratch.iter_mut().take(tasks) {
+        s.x_col.resize(col_len, F::zero());
+        s.d_col.resize(col_len, F::zero());
+        s.w_grad.resize(n_o * g.patch_len(), F::zero());
+        s.b_grad.resize(n_o, F::zero());
+    }
+}
+
+impl<F: Float> Layer<F> for ConvLayer<F> {
+    /// # Shapes
+    /// `x: (n_b, n_i, n_r, n_c)` → `y: (n_b, n_o, n_r, n_c)`.
+    fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
+        let out_shape = expect_shape(self, x.shape());
+        let (n_o, n_i, h) = self.dims();
+        let x = x.into_dimensionality::<Ix4>().expect("checked by output_shape");
+        let (n_b, _, rows, cols) = x.dim();
+        let g = ConvGeometry { channels: n_i, rows, cols, h };
+        let input = match &mut self.input {
+            Some(a) if a.dim() == x.dim() => a,
+            slot => slot.insert(Array4::zeros(x.raw_dim())),
+        };
+        input.assign(&x);
+        let mut y = ArrayD::<F>::zeros(out_shape);
+        let (in_len, out_len) = (g.image_len(), n_o * g.pixels());
+        if n_b == 0 || in_len == 0 {
+            return y;
+        }
+        let tasks = n_b.div_ceil(IMAGES_PER_TASK);
+        prepare_scratch(&mut self.scratch, tasks, &g, n_o);
+        let w = self.w.as_standard_layout();
+        let w_mat = MatRef::row_major(w.as_slice().expect("standard layout"), n_o, g.patch_len());
+        let b = self.b.as_standard_layout();
+        let b = b.as_slice().expect("standard layout");
+        let x_all = input.as_slice().expect("standard layout");
+        y.as_slice_mut()
+            .expect("fresh array")
+            .par_chunks_mut(IMAGES_PER_TASK * out_len)
+            .zip(x_all.par_chunks(IMAGES_PER_TASK * in_len))
+            .zip(self.scratch.par_iter_mut())
+            .for_each(|((y_task, x_task), s)| {
+                for (y_n, x_n) in y_task.chunks_exact_mut(out_len).zip(x_task.chunks_exact(in_len)) {
+                    im2col(x_n, &g, &mut s.x_col);
+                    matmul(w_mat, MatRef::row_major(&s.x_col, g.patch_len(), g.pixels()), y_n, false);
+                    for (row, &bias) in y_n.chunks_exact_mut(g.pixels()).zip(b) {
+                        row.iter_mut().for_each(|v| *v += bias);
+                    }
+                }
+            });
+        y
+    }
+
+    /// # Shapes
+    /// `y_grad: (n_b, n_o, n_r, n_c)` → `x_grad: (n_b, n_i, n_r, n_c)`; sets
+    /// `w_grad: (n_o, n_i, h, h)` and `b_grad: (1, n_o)`.
+    fn backward(&mut self, y_grad: ArrayViewD<'_, F>) -> ArrayD<F> {
+        let name = self.name();
+        let (n_o, n_i, h) = self.dims();
+        let Some(input) = &self.input else { missing_forward(&name) };
+        let (n_b, _, rows, cols) = input.dim();
+        expect_grad_shape(&name, &[n_b, n_o, rows, cols], y_grad.shape());
+        let g = ConvGeometry { channels: n_i, rows, cols, h };
+        assert_eq!(input.shape()[1], n_i, "{name}: weights changed shape between forward and backward");
+        let (k, p) = (g.patch_len(), g.pixels());
+        let (in_len, out_len) = (g.image_len(), n_o * p);
+        let mut x_grad = ArrayD::<F>::zeros(input.shape());
+        if self.w_grad.dim() != self.w.dim() {
+            self.w_grad = Array4::zeros(self.w.raw_dim());
+        }
+        self.w_grad.fill(F::zero());
+        self.b_grad = Array2::zeros((1, n_o));
+        if n_b == 0 || in_len == 0 {
+            return x_grad;
+        }
+        let tasks = n_b.div_ceil(IMAGES_PER_TASK);
+        prepare_scratch(&mut self.scratch, tasks, &g, n_o);
+        let dy = y_grad.as_standard_layout();
+        let dy_all = dy.as_slice().expect("standard layout");
+        let w = self.w.as_standard_layout();
+        let w_mat = MatRef::row_major(w.as_slice().expect("standard layout"), n_o, k);
+        let x_all = input.as_slice().expect("standard layout");
+        x_grad
+            .as_slice_mut()
+            .expect("fresh array")
+            .par_chunks_mut(IMAGES_PER_TASK * in_len)
+            .zip(dy_all.par_chunks(IMAGES_PER_TASK * out_len))
+            .zip(x_all.par_chunks(IMAGES_PER_TASK * in_len))
+            .zip(self.scratch.par_iter_mut())
+            .for_each(|(((dx_task, dy_task), x_task), s)| {
+                s.b_grad.fill(F::zero());
+                let images = dx_task.chunks_exact_mut(in_len).zip(dy_task.chunks_exact(out_len)).zip(x_task.chunks_exact(in_len));
+                for (j, ((dx_n, dy_n), x_n)) in images.enumerate() {
+                    let dy_mat = MatRef::row_major(dy_n, n_o, p);
+                    im2col(x_n, &g, &mut s.x_col);
+                    // dW += dY · X_colᵀ
+                    matmul(dy_mat, MatRef::row_major(&s.x_col, k, p).t(), &mut s.w_grad, j > 0);
+                    for (acc, row) in s.b_grad.iter_mut().zip(dy_n.chunks_exact(p)) {
+                        *acc += row.iter().copied().sum::<F>();
+                    }
+                    // dX_col = Wᵀ · dY, then scatter back onto the pixels.
+                    matmul(w_mat.t(), dy_mat, &mut s.d_col, false);
+                    col2im(&s.d_col, &g, dx_n);
+                }
+            });
+        // Reduce the per-task partial sums in task order: same bits for any thread count.
+        let w_grad = self.w_grad.as_slice_mut().expect("standard layout");
+        let b_grad = self.b_grad.as_slice_mut().expect("standard layout");
+        for s in &self.scratch[..tasks] {
+            w_grad.iter_mut().zip(&s.w_grad).for_each(|(a, v)| *a += *v);
+            b_grad.iter_mut().zip(&s.b_grad).for_each(|(a, v)| *a += *v);
+        }
+        x_grad
+    }
+
+    fn params_mut(&mut self) -> Vec<Param<'_, F>> {
+        vec![
+            Param { name: "weight", value: self.w.view_mut().into_dyn(), grad: self.w_grad.view().into_dyn() },
+            Param { name: "bias", value: self.b.view_mut().into_dyn(), grad: self.b_grad.view().into_dyn() },
+        ]
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>, ShapeError> {
+        let (n_o, n_i, _, _) = self.w.dim();
+        match *input {
+            [n_b, c, r, q] if c == n_i => Ok(vec![n_b, n_o, r, q]),
+            _ => Err(ShapeError::new(self.name(), format!("(n_b, {n_i}, rows, cols)"), input)),
+        }
+    }
+
+    fn name(&self) -> String {
+        let (n_o, n_i, h, _) = self.w.dim();
+        format!("ConvLayer({n_i}→{n_o}, {h}×{h})")
+    }
+
+    fn num_params(&self) -> usize {
+        self.w.len() + self.b.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::GradCheck;
+    use crate::kernels::reference;
+    use ndarray::{array, Array, ArrayView4};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn rng(seed: u64) -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(seed)
+    }
+
+    fn random4(shape: (usize, usize, usize, usize), seed: u64) -> Array4<f64> {
+        let mut r = rng(seed);
+        Array4::from_shape_simple_fn(shape, || r.random_range(-1.0..1.0))
+    }
+
+    /// The lab handout's worked example (two channels in, two filters of 3×3).
+    fn worked_example<F: Float>() -> (ConvLayer<F>, Array4<F>, Array4<F>) {
+        let f = |v: Vec<f64>, shape| Array::from_shape_vec(shape, v.into_iter().map(F::from_f64).collect()).unwrap();
+        let x = f(
+            vec![
+                0., 0., 0., 0., 1., -1., 1., -1., 2., -2., 2., -2., 3., -3., 3., -3., //
+                0., 1., 2., 3., 0., -1., -2., -3., 0., 1., 2., 3., 0., -1., -2., -3.,
+            ],
+            (1, 2, 4, 4),
+        );
+        let w = f(
+            vec![
+                3., 2., 1., 3., 2., 1., 3., 2., 1., /* W[0,0] */ 1., 2., 3., 1., 2., 3., 1., 2., 3., /* W[0,1] */
+                3., 3., 3., 2., 2., 2., 1., 1., 1., /* W[1,0] */ 1., 1., 1., 2., 2., 2., 3., 3., 3., /* W[1,1] */
+            ],
+            (2, 2, 3, 3),
+        );
+        let y = f(
+            vec![
+                1., 2., -2., 1., 6., 14., 8., 11., 3., 4., -26., -2., 5., 10., -10., 5., //
+                -1., -2., -7., -5., 2., 10., 8., 10., -2., 4., -22., -10., -1., 9., -18., -5.,
+            ],
+            (1, 2, 4, 4),
+        );
+        let mut conv = ConvLayer::<F>::new(2, 2, 3, &mut rng(0));
+        conv.w = w.into_dimensionality().unwrap();
+        conv.b = Array2::zeros((1, 2));
+        (conv, x.into_dimensionality().unwrap(), y.into_dimensionality().unwrap())
+    }
+
+    #[test]
+    fn reproduces_the_lab_worked_example_f64_and_f32() {
+        let (mut conv, x, y) = worked_example::<f64>();
+        assert_eq!(conv.forward(x.view().into_dyn()), y.into_dyn());
+        let (mut conv, x, y) = worked_example::<f32>();
+        assert_eq!(conv.forward(x.view().into_dyn()), y.into_dyn());
+        let (_, x, y) = worked_example::<f64>();
+        let (conv, _, _) = worked_example::<f64>();
+        assert_eq!(reference::conv2d_forward(x.view(), conv.w.view(), conv.b.view()), y);
+    }
+
+    #[test]
+    fn bias_is_added_per_output_channel() {
+        let (mut conv, x, y) = worked_example::<f64>();
+        conv.b = array![[10.0, -1.0]];
+        let out = conv.forward(x.view().into_dyn());
+        assert_eq!(out[[0, 0, 1, 1]], y[[0, 0, 1, 1]] + 10.0);
+        assert_eq!(out[[0, 1, 3, 0]], y[[0, 1, 3, 0]] - 1.0);
+    }
+
+    fn assert_close(a: ArrayView4<'_, f64>, b: ArrayView4<'_, f64>, what: &str) {
+        assert_eq!(a.shape(), b.shape(), "{what}: shapes");
+        for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+            assert!((x - y).abs() <= 1e-12 * (1.0 + y.abs()), "{what}[{i}]: fast {x} vs reference {y}");
+        }
+    }
+
+    #[test]
+    fn fast_path_matches_reference_loops() {
+        // batch sizes cross the task boundary; h covers odd, even and 1; non-square images.
+        for (case, &(n_b, n_i, n_o, rows, cols, h)) in [
+            (1, 1, 1, 1, 1, 1),
+            (3, 2, 5, 4, 7, 1),
+            (5, 3, 4, 6, 5, 2),
+            (9, 2, 3, 5, 8, 3),
+            (2, 4, 2, 7, 6, 5),
+            (6, 1, 2, 3, 3, 5),
+            (4, 3, 2, 2, 9, 4),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let seed = case as u64;
+            let mut conv = ConvLayer::<f64>::new(n_i, n_o, h, &mut rng(seed));
+            conv.b = Array2::from_shape_fn((1, n_o), |(_, o)| o as f64 * 0.3 - 0.2);
+            let x = random4((n_b, n_i, rows, cols), seed + 100);
+            let dy = random4((n_b, n_o, rows, cols), seed + 200);
+            let y = conv.forward(x.view().into_dyn()).into_dimensionality::<Ix4>().unwrap();
+            let dx = conv.backward(dy.view().into_dyn()).into_dimensionality::<Ix4>().unwrap();
+            let y_ref = reference::conv2d_forward(x.view(), conv.w.view(), conv.b.view());
+            let (dx_ref, dw_ref, db_ref) = reference::conv2d_backward(x.view(), conv.w.view(), dy.view());
+            assert_close(y.view(), y_ref.view(), "y");
+            assert_close(dx.view(), dx_ref.view(), "dx");
+            assert_close(conv.w_grad.view(), dw_ref.view(), "dW");
+            for (a, b) in conv.b_grad.iter().zip(db_ref.iter()) {
+                assert!((a - b).abs() < 1e-12 * (1.0 + b.abs()), "db {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn gradients_match_numerical_differences() {
+        let check = GradCheck::default();
+        for (seed, &(n_b, n_i, n_o, rows, cols, h)) in
+            [(2, 3, 2, 4, 5, 3), (3, 2, 3, 3, 3, 1), (2, 1, 2, 4, 3, 2), (2, 2, 1, 5, 6, 5), (1, 2, 4, 3, 4, 3)]
+                .iter()
+                .enumerate()
+        {
+            let mut conv = ConvLayer::<f64>::new(n_i, n_o, h, &mut rng(seed as u64));
+            conv.b = Array2::from_shape_fn((1, n_o), |(_, o)| 0.1 * o as f64);
+            let x = random4((n_b, n_i, rows, cols), 50 + seed as u64);
+            let report = check.check_layer(&mut conv, x.view().into_dyn(), seed as u64);
+            assert!(report.passed(), "{report}");
+            assert_eq!(report.errors.len(), 3, "x, weight and bias are all checked");
+        }
+    }
+
+    #[test]
+    fn backward_recomputes_instead_of_accumulating() {
+        let mut conv = ConvLayer::<f64>::new(2, 3, 3, &mut rng(1));
+        let x = random4((3, 2, 4, 4), 2);
+        let dy = random4((3, 3, 4, 4), 3);
+        conv.forward(x.view().into_dyn());
+        conv.backward(dy.view().into_dyn());
+        let (w1, b1) = (conv.w_grad.clone(), conv.b_grad.clone());
+        conv.backward(dy.view().into_dyn());
+        assert_eq!(conv.w_grad, w1);
+        assert_eq!(conv.b_grad, b1);
+        assert!(w1.iter().any(|&v| v != 0.0));
+    }
+
+    #[test]
+    fn new_weights_take_effect_at_next_forward() {
+        let mut conv = ConvLayer::<f64>::new(1, 1, 1, &mut rng(1));
+        let x = Array4::from_elem((1, 1, 2, 2), 2.0);
+        conv.w = Array4::from_elem((1, 1, 1, 1), 3.0);
+        conv.b = array![[1.0]];
+        assert_eq!(conv.forward(x.view().into_dyn()).sum(), 4.0 * 7.0);
+        conv.w[[0, 0, 0, 0]] = -1.0;
+        assert_eq!(conv.forward(x.view().into_dyn()).sum(), 4.0 * -1.0);
+    }
+
+    #[test]
+    fn glorot_initialisation_is_shaped_and_zero_biased() {
+        let conv = ConvLayer::<f32>::new(3, 16, 3, &mut rng(0));
+        assert_eq!(conv.w.shape(), &[16, 3, 3, 3]);
+        assert_eq!(conv.b, Array2::<f32>::zeros((1, 16)));
+        let sigma = (2.0f32 / (27.0 + 144.0)).sqrt();
+        let std = (conv.w.mapv(|v| v * v).sum() / conv.w.len() as f32).sqrt();
+        assert!((std / sigma - 1.0).abs() < 0.15, "std {std} vs σ {sigma}");
+        assert_eq!(conv.num_params(), 16 * 27 + 16);
+    }
+
+    #[test]
+    #[should_panic(expected = "ConvLayer(3→4, 3×3): expected an input of shape (n_b, 3, rows, cols), got [2, 2, 5, 5]")]
+    fn wrong_channel_count_panics_with_shapes() {
+        let mut conv = ConvLayer::<f32>::new(3, 4, 3, &mut rng(0));
+        conv.forward(ArrayD::zeros(vec![2, 2, 5, 5]).view());
+    }
+
+    #[test]
+    #[should_panic(expected = "got [3, 5, 5]")]
+    fn three_dimensional_input_panics() {
+        let mut conv = ConvLayer::<f32>::new(3, 4, 3, &mut rng(0));
+        conv.forward(ArrayD::zeros(vec![3, 5, 5]).view());
+    }
+
+    #[test]
+    #[should_panic(expected = "backward called before forward")]
+    fn backward_before_forward_panics() {
+        let mut conv = ConvLayer::<f32>::new(3, 4, 3, &mut rng(0));
+        conv.backward(ArrayD::zeros(vec![1, 4, 5, 5]).view());
+    }
+
+    #[test]
+    #[should_panic(expected = "backward expected y_grad of shape [1, 4, 5, 5]")]
+    fn wrong_gradient_shape_panics() {
+        let mut conv = ConvLayer::<f32>::new(3, 4, 3, &mut rng(0));
+        conv.forward(ArrayD::zeros(vec![1, 3, 5, 5]).view());
+        conv.backward(ArrayD::zeros(vec![1, 4, 5, 4]).view());
+    }
+}

@@ -1,0 +1,200 @@
+//! Max pooling over non-overlapping `k × k` windows with stride `k`.
+//!
+//! `y[n,c,r,q] = max_{0≤a,b<k} x[n, c, k·r + a, k·q + b]`. Rows and columns left over at the
+//! bottom and right (when `k` does not divide the size) are ignored and get zero gradient.
+//!
+//! Gradient: `dx[n,c,k·r+a,k·q+b] = dy[n,c,r,q]` if that input equals its window's maximum,
+//! else 0. Every tied maximum receives the full gradient — what a forward-difference
+//! numerical gradient gives (PyTorch instead picks one).
+//!
+//! ```
+//! use scratchnet::layers::MaxPoolLayer;
+//! use scratchnet::{Layer, ndarray::{array, Array4}};
+//!
+//! let mut pool = MaxPoolLayer::<f64>::new(2);
+//! let x = array![[1.0, 5.0, 2.0], [3.0, 4.0, 8.0], [9.0, 9.0, 9.0]].into_shape_with_order((1, 1, 3, 3)).unwrap();
+//! let y = pool.forward(x.view().into_dyn());
+//! assert_eq!(y.shape(), &[1, 1, 1, 1]);
+//! assert_eq!(y[[0, 0, 0, 0]], 5.0);
+//! let dx = pool.backward(Array4::from_elem((1, 1, 1, 1), 2.0).view().into_dyn());
+//! assert_eq!(dx.into_raw_vec_and_offset().0, vec![0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+//! ```
+
+use crate::layer::{expect_grad_shape, expect_shape, missing_forward};
+use crate::{Float, Layer, ShapeError};
+use ndarray::{Array4, ArrayD, ArrayViewD, Ix4};
+use rayon::prelude::*;
+
+/// Max pooling: `(n_b, c, n_r, n_c) → (n_b, c, ⌊n_r/k⌋, ⌊n_c/k⌋)`.
+pub struct MaxPoolLayer<F: Float> {
+    size: usize,
+    /// The last input and output, contiguous.
+    cache: Option<(Array4<F>, ArrayD<F>)>,
+}
+
+impl<F: Float> MaxPoolLayer<F> {
+    /// A pooling layer with `size × size` windows (the lab uses 2).
+    ///
+    /// # Panics
+    /// If `size` is zero.
+    pub fn new(size: usize) -> Self {
+        assert!(size > 0, "MaxPoolLayer::new: size must be positive");
+        Self { size, cache: None }
+    }
+
+    /// The window size `k`.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}
+
+/// Iterates over the `k × k` window of output pixel `(r, q)` in an input plane with
+/// `cols` columns, yielding flat input indices.
+fn window(r: usize, q: usize, k: usize, cols: usize) -> impl Iterator<Item = usize> {
+    (0..k).flat_map(move |a| (0..k).map(move |b| (k * r + a) * cols + k * q + b))
+}
+
+impl<F: Float> Layer<F> for MaxPoolLayer<F> {
+    /// # Shapes
+    /// `x: (n_b, c, n_r, n_c)` → `y: (n_b, c, ⌊n_r/k⌋, ⌊n_c/k⌋)`.
+    fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
+        let out_shape = expect_shape(self, x.shape());
+        let x = x.into_dimensionality::<Ix4>().expect("checked by output_shape");
+        let (k, cols) = (self.size, x.dim().3);
+        let (out_r, out_c) = (out_shape[2], out_shape[3]);
+        let x = x.as_standard_layout().into_owned();
+        let mut y = ArrayD::<F>::zeros(out_shape);
+        let plane_in = x.shape()[2] * cols;
+        if y.is_empty() {
+            self.cache = Some((x, y.clone()));
+            return y;
+        }
+        y.as_slice_mut()
+            .expect("fresh array")
+            .par_chunks_mut(out_r * out_c)
+            .zip(x.as_slice().expect("standard layout").par_chunks(plane_in))
+            .for_each(|(y_p, x_p)| {
+                for (i, y_v) in y_p.iter_mut().enumerate() {
+                    let (r, q) = (i / out_c, i % out_c);
+                    *y_v = window(r, q, k, cols).map(|j| x_p[j]).fold(F::neg_infinity(), F::max);
+                }
+            });
+        self.cache = Some((x, y.clone()));
+        y
+    }
+
+    /// # Shapes
+    /// `y_grad: (n_b, c, ⌊n_r/k⌋, ⌊n_c/k⌋)` → `x_grad: (n_b, c, n_r, n_c)`.
+    fn backward(&mut self, y_grad: ArrayViewD<'_, F>) -> ArrayD<F> {
+        let name = self.name();
+        let Some((x, y)) = &self.cache else { missing_forward(&name) };
+        expect_grad_shape(&name, y.shape(), y_grad.shape());
+        let k = self.size;
+        let (_, _, rows, cols) = x.dim();
+        let out_c = y.shape()[3];
+        let out_plane = y.shape()[2] * out_c;
+        let mut x_grad = ArrayD::<F>::zeros(x.shape());
+        if y.is_empty() {
+            return x_grad;
+        }
+        let dy = y_grad.as_standard_layout();
+        x_grad
+            .as_slice_mut()
+            .expect("fresh array")
+            .par_chunks_mut(rows * cols)
+            .zip(x.as_slice().expect("standard layout").par_chunks(rows * cols))
+            .zip(y.as_slice().expect("standard layout").par_chunks(out_plane))
+            .zip(dy.as_slice().expect("standard layout").par_chunks(out_plane))
+            .for_each(|(((dx_p, x_p), y_p), dy_p)| {
+                for (i, (&m, &g)) in y_p.iter().zip(dy_p).enumerate() {
+                    for j in window(i / out_c, i % out_c, k, cols) {
+                        if x_p[j] == m {
+                            dx_p[j] = g;
+                        }
+                    }
+                }
+            });
+        x_grad
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>, ShapeError> {
+        let k = self.size;
+        match *input {
+            [n_b, c, r, q] if r >= k && q >= k => Ok(vec![n_b, c, r / k, q / k]),
+            _ => Err(ShapeError::new(self.name(), format!("(n_b, channels, rows ≥ {k}, cols ≥ {k})"), input)),
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("MaxPoolLayer({0}×{0})", self.size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::{Difference, GradCheck};
+    use rand::{Rng, SeedableRng};
+
+    fn random4(shape: (usize, usize, usize, usize), seed: u64) -> Array4<f64> {
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        Array4::from_shape_simple_fn(shape, || r.random_range(-1.0..1.0))
+    }
+
+    #[test]
+    fn pools_non_overlapping_windows_and_drops_the_remainder() {
+        let x = Array4::from_shape_fn((1, 1, 5, 5), |(_, _, r, c)| (r * 5 + c) as f64);
+        let y = MaxPoolLayer::new(2).forward(x.view().into_dyn());
+        assert_eq!(y.shape(), &[1, 1, 2, 2]);
+        assert_eq!(y.into_raw_vec_and_offset().0, vec![6.0, 8.0, 16.0, 18.0]);
+    }
+
+    #[test]
+    fn leftover_rows_and_columns_get_zero_gradient() {
+        let mut pool = MaxPoolLayer::new(2);
+        let x = random4((2, 3, 5, 7), 1);
+        pool.forward(x.view().into_dyn());
+        let dx = pool.backward(ArrayD::from_elem(vec![2, 3, 2, 3], 1.0).view());
+        assert_eq!(dx.shape(), &[2, 3, 5, 7]);
+        assert!(dx.slice(ndarray::s![.., .., 4, ..]).iter().all(|&v| v == 0.0));
+        assert!(dx.slice(ndarray::s![.., .., .., 6]).iter().all(|&v| v == 0.0));
+        // exactly one maximum per window (random data has no ties)
+        assert_eq!(dx.sum(), (2 * 3 * 2 * 3) as f64);
+    }
+
+    #[test]
+    fn every_tied_maximum_receives_the_full_gradient() {
+        let mut pool = MaxPoolLayer::new(2);
+        let x = Array4::from_shape_vec((1, 1, 2, 2), vec![3.0, 3.0, 1.0, 3.0]).unwrap();
+        pool.forward(x.view().into_dyn());
+        let dx = pool.backward(ArrayD::from_elem(vec![1, 1, 1, 1], 0.5).view());
+        assert_eq!(dx.into_raw_vec_and_offset().0, vec![0.5, 0.5, 0.0, 0.5]);
+    }
+
+    #[test]
+    fn gradients_match_numerical_differences() {
+        let check = GradCheck::default();
+        for (seed, &(shape, k)) in
+            [((2, 3, 4, 4), 2), ((1, 2, 5, 7), 2), ((3, 1, 6, 9), 3), ((2, 2, 3, 3), 1), ((1, 1, 7, 5), 4)].iter().enumerate()
+        {
+            let report = check.check_layer(&mut MaxPoolLayer::new(k), random4(shape, seed as u64).view().into_dyn(), 9);
+            assert!(report.passed(), "{report}");
+        }
+    }
+
+    #[test]
+    fn ties_match_forward_differences() {
+        // Integer-valued inputs make many ties; forward differences see every tied maximum rise.
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let x = Array4::from_shape_simple_fn((2, 2, 4, 6), || r.random_range(0..3) as f64);
+        let check = GradCheck { difference: Difference::Forward, ..GradCheck::default() };
+        let report = check.check_layer(&mut MaxPoolLayer::new(2), x.view().into_dyn(), 3);
+        assert!(report.passed(), "{report}");
+    }
+
+    #[test]
+    #[should_panic(expected = "MaxPoolLayer(2×2): expected an input of shape (n_b, channels, rows ≥ 2, cols ≥ 2), got [1, 1, 1, 4]")]
+    fn too_small_input_panics() {
+        MaxPoolLayer::<f32>::new(2).forward(ArrayD::zeros(vec![1, 1, 1, 4]).view());
+    }
+}

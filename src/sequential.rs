@@ -1,0 +1,210 @@
+//! [`Sequential`]: layers applied in order, a cross-entropy loss on top, and the SGD
+//! training loop (`fit`) and inference (`predict`) built from them.
+
+use crate::layers::CrossEntropyLayer;
+use crate::{Float, Layer, ShapeError};
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2};
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+/// Loss and accuracy of a model on a labelled set, from [`Sequential::evaluate`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Mean cross-entropy over all examples.
+    pub loss: f64,
+    /// Fraction of examples whose argmax output is the label.
+    pub accuracy: f64,
+    /// The predicted class of every example.
+    pub predictions: Vec<usize>,
+}
+
+/// A feed-forward network: `layers` in order, then a cross-entropy loss.
+///
+/// The last layer should output probabilities (a [`crate::layers::SoftMaxLayer`]).
+pub struct Sequential<F: Float> {
+    layers: Vec<Box<dyn Layer<F>>>,
+    loss: CrossEntropyLayer<F>,
+}
+
+/// Examples per pass in `predict` and `evaluate`: bounds memory on large sets.
+const INFERENCE_BATCH: usize = 256;
+
+impl<F: Float> Sequential<F> {
+    /// A network from its layers and its loss.
+    pub fn new(layers: Vec<Box<dyn Layer<F>>>, loss: CrossEntropyLayer<F>) -> Self {
+        Self { layers, loss }
+    }
+
+    /// The layers, in order.
+    pub fn layers(&self) -> &[Box<dyn Layer<F>>] {
+        &self.layers
+    }
+
+    /// The layers, in order, writable (to load or inspect weights).
+    pub fn layers_mut(&mut self) -> &mut [Box<dyn Layer<F>>] {
+        &mut self.layers
+    }
+
+    /// Total number of trainable scalars.
+    pub fn num_params(&self) -> usize {
+        self.layers.iter().map(|l| l.num_params()).sum()
+    }
+
+    /// The output shape of every layer for an input of shape `input`, or the first layer
+    /// that does not fit.
+    pub fn shapes(&self, input: &[usize]) -> Result<Vec<Vec<usize>>, ShapeError> {
+        let mut shape = input.to_vec();
+        let mut out = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            shape = layer.output_shape(&shape)?;
+            out.push(shape.clone());
+        }
+        Ok(out)
+    }
+
+    /// Runs every layer: the network's output (class probabilities) for `x`.
+    ///
+    /// # Shapes
+    /// `x: (n_b, …)` as the first layer expects → `(n_b, k)` for a classifier.
+    pub fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
+        let mut layers = self.layers.iter_mut();
+        let Some(first) = layers.next() else { return x.to_owned() };
+        let mut out = first.forward(x);
+        for layer in layers {
+            out = layer.forward(out.view());
+        }
+        out
+    }
+
+    /// Forward pass and loss against one-hot `target` `(n_b, k)`; call [`Self::backward`] next.
+    ///
+    /// # Panics
+    /// If the network's output is not `(n_b, k)` with the shape of `target`.
+    pub fn forward_loss(&mut self, x: ArrayViewD<'_, F>, target: ArrayView2<'_, F>) -> F {
+        let out = self.forward(x);
+        let out = out.into_dimensionality::<Ix2>().unwrap_or_else(|e| panic!("Sequential: the last layer must output (n_b, k): {e}"));
+        self.loss.forward(out.view(), target)
+    }
+
+    /// Back-propagates the loss of the last [`Self::forward_loss`] through every layer,
+    /// storing parameter gradients; returns dℓ/dx for the network's input.
+    pub fn backward(&mut self) -> ArrayD<F> {
+        let mut grad = self.loss.backward().into_dyn();
+        for layer in self.layers.iter_mut().rev() {
+            grad = layer.backward(grad.view());
+        }
+        grad
+    }
+
+    /// One SGD step on every layer: `θ ← θ − lr · dℓ/dθ`.
+    pub fn update_param(&mut self, lr: F) {
+        for layer in &mut self.layers {
+            layer.update_param(lr);
+        }
+    }
+
+    /// Trains on one batch (forward, backward, update) and returns its loss before the update.
+    pub fn train_batch(&mut self, x: ArrayViewD<'_, F>, target: ArrayView2<'_, F>, lr: F) -> F {
+        let loss = self.forward_loss(x, target);
+        self.backward();
+        self.update_param(lr);
+        loss
+    }
+
+    /// Mini-batch SGD for `epochs` passes over `(x, y)`, reshuffling with `rng` every epoch;
+    /// the last partial batch is used. Returns the mean training loss of each epoch
+    /// (weighted by batch size, measured before each batch's update).
+    ///
+    /// # Shapes
+    /// `x: (n, …)`, `y: (n, k)` one-hot.
+    ///
+    /// # Panics
+    /// If `x` and `y` have different numbers of rows or `batch_size` is 0.
+    pub fn fit<R: Rng + ?Sized>(
+        &mut self,
+        x: ArrayViewD<'_, F>,
+        y: ArrayView2<'_, F>,
+        epochs: usize,
+        lr: F,
+        batch_size: usize,
+        rng: &mut R,
+    ) -> Vec<F> {
+        let n = x.len_of(Axis(0));
+        assert_eq!(n, y.nrows(), "Sequential::fit: x has {n} examples but y has {} rows", y.nrows());
+        assert!(batch_size > 0, "Sequential::fit: batch_size must be positive");
+        let mut order: Vec<usize> = (0..n).collect();
+        (0..epochs)
+            .map(|_| {
+                order.shuffle(rng);
+                let mut total = F::zero();
+                for idx in order.chunks(batch_size) {
+                    let loss = self.train_batch(x.select(Axis(0), idx).view(), y.select(Axis(0), idx).view(), lr);
+                    total += loss * F::from_f64(idx.len() as f64);
+                }
+                if n == 0 {
+                    F::zero()
+                } else {
+                    total / F::from_f64(n as f64)
+                }
+            })
+            .collect()
+    }
+
+    /// Class probabilities for every example, in batches.
+    pub fn predict_proba(&mut self, x: ArrayViewD<'_, F>) -> Array2<F> {
+        let n = x.len_of(Axis(0));
+        let mut rows = Vec::new();
+        let mut width = 0;
+        for start in (0..n).step_by(INFERENCE_BATCH) {
+            let batch = x.slice_axis(Axis(0), (start..(start + INFERENCE_BATCH).min(n)).into());
+            let out = self.forward(batch).into_dimensionality::<Ix2>().expect("classifier output is (n_b, k)");
+            width = out.ncols();
+            rows.extend(out.iter().copied());
+        }
+        Array2::from_shape_vec((n, width), rows).expect("rows × width")
+    }
+
+    /// The most probable class of every example (argmax of the output).
+    pub fn predict(&mut self, x: ArrayViewD<'_, F>) -> Vec<usize> {
+        self.predict_proba(x).rows().into_iter().map(|r| argmax(r.iter().copied())).collect()
+    }
+
+    /// Mean loss, accuracy and predictions against integer `labels`.
+    ///
+    /// # Panics
+    /// If `labels` has a different length from `x` or a label is not below the output width.
+    pub fn evaluate(&mut self, x: ArrayViewD<'_, F>, labels: &[usize]) -> Evaluation {
+        let p = self.predict_proba(x);
+        assert_eq!(p.nrows(), labels.len(), "Sequential::evaluate: {} examples but {} labels", p.nrows(), labels.len());
+        let mut loss = 0.0;
+        let mut correct = 0;
+        let mut predictions = Vec::with_capacity(labels.len());
+        for (row, &label) in p.rows().into_iter().zip(labels) {
+            assert!(label < row.len(), "Sequential::evaluate: label {label} but only {} outputs", row.len());
+            loss -= row[label].max(F::epsilon()).as_f64().ln();
+            let pred = argmax(row.iter().copied());
+            correct += usize::from(pred == label);
+            predictions.push(pred);
+        }
+        let n = labels.len().max(1) as f64;
+        Evaluation { loss: loss / n, accuracy: correct as f64 / n, predictions }
+    }
+}
+
+/// Index of the largest value (the first one on ties).
+fn argmax<F: Float>(values: impl Iterator<Item = F>) -> usize {
+    values.enumerate().fold((0, F::neg_infinity()), |(bi, bv), (i, v)| if v > bv { (i, v) } else { (bi, bv) }).0
+}
+
+/// One-hot encoding: row `n` has a 1 in column `labels[n]`.
+///
+/// # Panics
+/// If a label is not below `classes`.
+pub fn one_hot<F: Float>(labels: &[usize], classes: usize) -> Array2<F> {
+    let mut y = Array2::zeros((labels.len(), classes));
+    for (n, &c) in labels.iter().enumerate() {
+        assert!(c < classes, "one_hot: label {c} is not below {classes}");
+        y[[n, c]] = F::one();
+    }
+    y
+}
