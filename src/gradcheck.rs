@@ -53,7 +53,12 @@ pub struct GradCheck {
 
 impl Default for GradCheck {
     fn default() -> Self {
-        Self { step: 1e-5, tolerance: 1e-6, floor: 1e-4, difference: Difference::Central }
+        Self {
+            step: 1e-5,
+            tolerance: 1e-6,
+            floor: 1e-4,
+            difference: Difference::Central,
+        }
     }
 }
 
@@ -103,13 +108,23 @@ impl GradCheck {
             .iter()
             .zip(numeric)
             .map(|(a, n)| (a - n).abs() / (a.abs() + n.abs()).max(self.floor))
-            .fold(0.0, |m, e| if e.is_nan() || m.is_nan() { f64::NAN } else { m.max(e) })
+            .fold(0.0, |m, e| {
+                if e.is_nan() || m.is_nan() {
+                    f64::NAN
+                } else {
+                    m.max(e)
+                }
+            })
     }
 
     /// Finite differences of `eval(j, δ)` — the loss with element `j` moved by `δ` — for `n` elements.
     fn numeric(&self, n: usize, mut eval: impl FnMut(usize, f64) -> f64) -> Vec<f64> {
         let s = self.step;
-        let base = if self.difference == Difference::Forward { eval(0, 0.0) } else { 0.0 };
+        let base = if self.difference == Difference::Forward {
+            eval(0, 0.0)
+        } else {
+            0.0
+        };
         (0..n)
             .map(|j| match self.difference {
                 Difference::Central => (eval(j, s) - eval(j, -s)) / (2.0 * s),
@@ -120,14 +135,23 @@ impl GradCheck {
 
     /// Checks dℓ/dx and every parameter gradient of `layer` at input `x`, with the
     /// projection `R` drawn from `seed`.
-    pub fn check_layer(&self, layer: &mut dyn Layer<f64>, x: ArrayViewD<'_, f64>, seed: u64) -> GradReport {
+    pub fn check_layer(
+        &self,
+        layer: &mut dyn Layer<f64>,
+        x: ArrayViewD<'_, f64>,
+        seed: u64,
+    ) -> GradReport {
         let x = x.as_standard_layout().into_owned();
         let y = layer.forward(x.view());
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let r = ArrayD::<f64>::from_shape_simple_fn(y.raw_dim(), || StandardNormal.sample(&mut rng));
+        let r =
+            ArrayD::<f64>::from_shape_simple_fn(y.raw_dim(), || StandardNormal.sample(&mut rng));
         let dx = layer.backward(r.view());
-        let param_grads: Vec<(String, Vec<f64>)> =
-            layer.params_mut().iter().map(|p| (p.name.to_string(), p.grad.iter().copied().collect())).collect();
+        let param_grads: Vec<(String, Vec<f64>)> = layer
+            .params_mut()
+            .iter()
+            .map(|p| (p.name.to_string(), p.grad.iter().copied().collect()))
+            .collect();
         let project = |y: ArrayD<f64>| -> f64 { (&y * &r).sum() };
 
         let mut errors = Vec::new();
@@ -136,7 +160,10 @@ impl GradCheck {
             moved.as_slice_mut().expect("standard layout")[j] += d;
             project(layer.forward(moved.view()))
         });
-        errors.push(("x".to_string(), self.error(&dx.iter().copied().collect::<Vec<_>>(), &numeric_x)));
+        errors.push((
+            "x".to_string(),
+            self.error(&dx.iter().copied().collect::<Vec<_>>(), &numeric_x),
+        ));
 
         for (k, (name, analytic)) in param_grads.iter().enumerate() {
             let numeric = self.numeric(analytic.len(), |j, d| {
@@ -147,11 +174,20 @@ impl GradCheck {
             });
             errors.push((name.clone(), self.error(analytic, &numeric)));
         }
-        GradReport { name: layer.name(), input_shape: x.shape().to_vec(), errors, tolerance: self.tolerance }
+        GradReport {
+            name: layer.name(),
+            input_shape: x.shape().to_vec(),
+            errors,
+            tolerance: self.tolerance,
+        }
     }
 
     /// Checks [`CrossEntropyLayer`]'s gradient with respect to the probabilities `x`.
-    pub fn check_cross_entropy(&self, x: ArrayView2<'_, f64>, target: ArrayView2<'_, f64>) -> GradReport {
+    pub fn check_cross_entropy(
+        &self,
+        x: ArrayView2<'_, f64>,
+        target: ArrayView2<'_, f64>,
+    ) -> GradReport {
         let mut ce = CrossEntropyLayer::new();
         ce.forward(x, target);
         let analytic: Vec<f64> = ce.backward().iter().copied().collect();
@@ -171,14 +207,24 @@ impl GradCheck {
 
     /// Checks a whole network end to end: dℓ/dx and every layer's parameters, where `ℓ` is
     /// the model's loss against `target`.
-    pub fn check_sequential(&self, model: &mut Sequential<f64>, x: ArrayViewD<'_, f64>, target: ArrayView2<'_, f64>) -> GradReport {
+    pub fn check_sequential(
+        &self,
+        model: &mut Sequential<f64>,
+        x: ArrayViewD<'_, f64>,
+        target: ArrayView2<'_, f64>,
+    ) -> GradReport {
         let x = x.as_standard_layout().into_owned();
         model.forward_loss(x.view(), target);
         let dx: Vec<f64> = model.backward().iter().copied().collect();
         let mut analytic = Vec::new();
         for (l, layer) in model.layers_mut().iter_mut().enumerate() {
             for (k, p) in layer.params_mut().iter().enumerate() {
-                analytic.push((l, k, format!("{l}.{}", p.name), p.grad.iter().copied().collect::<Vec<f64>>()));
+                analytic.push((
+                    l,
+                    k,
+                    format!("{l}.{}", p.name),
+                    p.grad.iter().copied().collect::<Vec<f64>>(),
+                ));
             }
         }
         let mut errors = Vec::new();
@@ -197,14 +243,101 @@ impl GradCheck {
             });
             errors.push((name.clone(), self.error(grad, &numeric)));
         }
-        GradReport { name: "Sequential".into(), input_shape: x.shape().to_vec(), errors, tolerance: self.tolerance }
+        GradReport {
+            name: "Sequential".into(),
+            input_shape: x.shape().to_vec(),
+            errors,
+            tolerance: self.tolerance,
+        }
     }
+}
+
+/// Checks every layer type over a few shapes (batch > 1, `n_i ≠ n_o`, `h ∈ {1, 2, 3, 5}`,
+/// non-square inputs, odd sizes and ties for pooling), the loss, and a small lab-shaped
+/// network end to end. Inputs are drawn from `seed`. This is what `scratchnet gradcheck` runs.
+pub fn suite(seed: u64) -> Vec<GradReport> {
+    use crate::layers::{
+        ConvLayer, FlattenLayer, FullLayer, MaxPoolLayer, ReluLayer, SoftMaxLayer,
+    };
+    use ndarray::{Array2, IxDyn};
+    use rand::Rng;
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let central = GradCheck::default();
+    let uniform = |shape: &[usize], rng: &mut rand_chacha::ChaCha8Rng| {
+        ArrayD::from_shape_simple_fn(IxDyn(shape), || rng.random_range(-1.0..1.0))
+    };
+    let mut reports = Vec::new();
+    for &(n_b, n_i, n_o, rows, cols, h) in &[
+        (2, 3, 4, 5, 6, 3),
+        (3, 2, 3, 4, 4, 1),
+        (2, 2, 2, 5, 5, 2),
+        (1, 1, 2, 6, 7, 5),
+    ] {
+        let mut conv = ConvLayer::<f64>::new(n_i, n_o, h, &mut rng);
+        conv.b = Array2::from_shape_fn((1, n_o), |_| rng.random_range(-0.5..0.5));
+        let x = uniform(&[n_b, n_i, rows, cols], &mut rng);
+        reports.push(central.check_layer(&mut conv, x.view(), seed));
+    }
+    for &(shape, k) in &[([2, 3, 4, 6], 2), ([1, 2, 7, 8], 3), ([2, 1, 5, 5], 2)] {
+        let x = uniform(&shape, &mut rng);
+        reports.push(central.check_layer(&mut MaxPoolLayer::new(k), x.view(), seed));
+    }
+    // Integer inputs: many tied maxima, matched by forward differences.
+    let ties = ArrayD::from_shape_simple_fn(IxDyn(&[2, 2, 4, 4]), || rng.random_range(0..3) as f64);
+    let forward = GradCheck {
+        difference: Difference::Forward,
+        ..central
+    };
+    let mut report = forward.check_layer(&mut MaxPoolLayer::new(2), ties.view(), seed);
+    report.name.push_str(" with ties");
+    reports.push(report);
+    let x = uniform(&[2, 3, 2, 4], &mut rng);
+    reports.push(central.check_layer(&mut FlattenLayer::new(), x.view(), seed));
+    // ReLU has no derivative at 0: keep inputs at least 0.05 away from it.
+    let x = uniform(&[3, 4, 5], &mut rng).mapv(|v| if v >= 0.0 { v + 0.05 } else { v - 0.05 });
+    reports.push(central.check_layer(&mut ReluLayer::new(), x.view(), seed));
+    for &(n_b, n_i, n_o) in &[(4, 10, 5), (1, 3, 1)] {
+        let mut full = FullLayer::<f64>::new(n_i, n_o, &mut rng);
+        full.b = Array2::from_shape_fn((1, n_o), |_| rng.random_range(-0.5..0.5));
+        let x = uniform(&[n_b, n_i], &mut rng);
+        reports.push(central.check_layer(&mut full, x.view(), seed));
+    }
+    let x = uniform(&[4, 6], &mut rng).mapv(|v| 3.0 * v);
+    reports.push(central.check_layer(&mut SoftMaxLayer::new(), x.view(), seed));
+    let labels: Vec<usize> = (0..4).map(|_| rng.random_range(0..3)).collect();
+    let target = crate::one_hot::<f64>(&labels, 3);
+    let probs = Array2::from_shape_simple_fn((4, 3), || rng.random_range(0.1..1.0));
+    reports.push(central.check_cross_entropy(probs.view(), target.view()));
+
+    let layers: Vec<Box<dyn Layer<f64>>> = vec![
+        Box::new(ConvLayer::new(3, 4, 3, &mut rng)),
+        Box::new(ReluLayer::new()),
+        Box::new(MaxPoolLayer::new(2)),
+        Box::new(ConvLayer::new(4, 3, 3, &mut rng)),
+        Box::new(ReluLayer::new()),
+        Box::new(MaxPoolLayer::new(2)),
+        Box::new(FlattenLayer::new()),
+        Box::new(FullLayer::new(3 * 2 * 2, 3, &mut rng)),
+        Box::new(SoftMaxLayer::new()),
+    ];
+    let mut model = Sequential::new(layers, CrossEntropyLayer::new());
+    let x = uniform(&[2, 3, 8, 8], &mut rng);
+    let mut report =
+        central.check_sequential(&mut model, x.view(), target.slice(ndarray::s![..2, ..]));
+    report.name = "Sequential (lab-shaped network)".into();
+    reports.push(report);
+    reports
 }
 
 /// Moves element `j` of parameter `k` by `d` (or sets it to `set`), returning its old value.
 fn nudge(layer: &mut dyn Layer<f64>, k: usize, j: usize, set: Option<f64>, d: f64) -> f64 {
     let mut params = layer.params_mut();
-    let v = params[k].value.iter_mut().nth(j).expect("index within the parameter");
+    let v = params[k]
+        .value
+        .iter_mut()
+        .nth(j)
+        .expect("index within the parameter");
     let old = *v;
     *v = set.unwrap_or(old + d);
     old
@@ -213,10 +346,9 @@ fn nudge(layer: &mut dyn Layer<f64>, k: usize, j: usize, set: Option<f64>, d: f6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::{ConvLayer, FlattenLayer, FullLayer, MaxPoolLayer, ReluLayer, SoftMaxLayer};
+    use crate::layers::MaxPoolLayer;
     use crate::ShapeError;
-    use ndarray::{Array2, Array4};
-    use rand::Rng;
+    use ndarray::Array2;
 
     /// `y = 2x` whose backward claims `dx = 3·dy`: a wrong gradient the check must catch.
     struct WrongDouble;
@@ -238,7 +370,11 @@ mod tests {
 
     #[test]
     fn a_wrong_gradient_fails_with_its_relative_error() {
-        let report = GradCheck::default().check_layer(&mut WrongDouble, Array2::from_elem((2, 3), 0.5).view().into_dyn(), 1);
+        let report = GradCheck::default().check_layer(
+            &mut WrongDouble,
+            Array2::from_elem((2, 3), 0.5).view().into_dyn(),
+            1,
+        );
         assert!(!report.passed());
         // |3 − 2| / (3 + 2) = 0.2 wherever the projection is well above the floor
         assert!((report.max_error() - 0.2).abs() < 1e-6, "{report}");
@@ -255,24 +391,41 @@ mod tests {
     }
 
     #[test]
-    fn whole_lab_shaped_network_passes() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        let layers: Vec<Box<dyn Layer<f64>>> = vec![
-            Box::new(ConvLayer::new(3, 4, 3, &mut rng)),
-            Box::new(ReluLayer::new()),
-            Box::new(MaxPoolLayer::new(2)),
-            Box::new(ConvLayer::new(4, 3, 3, &mut rng)),
-            Box::new(ReluLayer::new()),
-            Box::new(MaxPoolLayer::new(2)),
-            Box::new(FlattenLayer::new()),
-            Box::new(FullLayer::new(3 * 2 * 2, 3, &mut rng)),
-            Box::new(SoftMaxLayer::new()),
-        ];
-        let mut model = Sequential::new(layers, CrossEntropyLayer::new());
-        let x = Array4::from_shape_simple_fn((2, 3, 8, 8), || rng.random_range(-1.0..1.0));
-        let t = crate::one_hot::<f64>(&[0, 2], 3);
-        let report = GradCheck::default().check_sequential(&mut model, x.view().into_dyn(), t.view());
-        assert!(report.passed(), "{report}");
-        assert_eq!(report.errors.len(), 1 + 3 * 2);
+    fn the_suite_covers_every_layer_and_passes() {
+        let reports = suite(0);
+        for name in [
+            "ConvLayer",
+            "MaxPoolLayer",
+            "FlattenLayer",
+            "ReluLayer",
+            "FullLayer",
+            "SoftMaxLayer",
+            "CrossEntropyLayer",
+            "Sequential",
+        ] {
+            assert!(
+                reports.iter().any(|r| r.name.starts_with(name)),
+                "{name} missing"
+            );
+        }
+        assert!(reports.iter().any(|r| r.name.contains("with ties")));
+        for report in &reports {
+            assert!(report.passed(), "{report}");
+        }
+        let network = reports.last().unwrap();
+        assert_eq!(
+            network.errors.len(),
+            1 + 3 * 2,
+            "x plus weight and bias of 3 layers"
+        );
+    }
+
+    #[test]
+    fn central_differences_disagree_with_max_pool_at_ties() {
+        // Documented behaviour: at a tie the central difference sees half the gradient.
+        let x = ndarray::Array4::from_shape_vec((1, 1, 2, 2), vec![1.0, 1.0, 0.0, 0.0]).unwrap();
+        let report =
+            GradCheck::default().check_layer(&mut MaxPoolLayer::new(2), x.view().into_dyn(), 2);
+        assert!((report.max_error() - 1.0 / 3.0).abs() < 1e-6, "{report}");
     }
 }

@@ -18,7 +18,10 @@ pub fn glorot_normal<F: Float, R: Rng + ?Sized>(
     f_out: usize,
     rng: &mut R,
 ) -> ArrayD<F> {
-    assert!(f_in + f_out > 0, "glorot_normal: f_in + f_out must be positive");
+    assert!(
+        f_in + f_out > 0,
+        "glorot_normal: f_in + f_out must be positive"
+    );
     let sigma = (2.0 / (f_in + f_out) as f64).sqrt();
     let normal = Normal::new(0.0, sigma).expect("σ is finite and positive");
     ArrayD::from_shape_simple_fn(IxDyn(shape), || F::from_f64(normal.sample(rng)))
@@ -43,8 +46,18 @@ mod tests {
 
     #[test]
     fn f32_and_f64_draws_agree() {
-        let a: ArrayD<f32> = glorot_normal(&[5, 4], 4, 5, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
-        let b: ArrayD<f64> = glorot_normal(&[5, 4], 4, 5, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+        let a: ArrayD<f32> = glorot_normal(
+            &[5, 4],
+            4,
+            5,
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
+        );
+        let b: ArrayD<f64> = glorot_normal(
+            &[5, 4],
+            4,
+            5,
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
+        );
         for (x, y) in a.iter().zip(b.iter()) {
             assert_eq!(*x, *y as f32);
         }

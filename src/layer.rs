@@ -57,7 +57,10 @@ pub trait Layer<F: Float>: Send {
 }
 
 /// Panics with the layer's own message if `input` does not fit it; returns the output shape.
-pub(crate) fn expect_shape<F: Float, L: Layer<F> + ?Sized>(layer: &L, input: &[usize]) -> Vec<usize> {
+pub(crate) fn expect_shape<F: Float, L: Layer<F> + ?Sized>(
+    layer: &L,
+    input: &[usize],
+) -> Vec<usize> {
     layer.output_shape(input).unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -42,6 +42,7 @@ pub mod init;
 pub mod kernels;
 pub mod layer;
 pub mod layers;
+pub mod models;
 pub mod sequential;
 
 pub use error::ShapeError;

@@ -68,7 +68,9 @@ impl<F: Float> Sequential<F> {
     /// `x: (n_b, …)` as the first layer expects → `(n_b, k)` for a classifier.
     pub fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let mut layers = self.layers.iter_mut();
-        let Some(first) = layers.next() else { return x.to_owned() };
+        let Some(first) = layers.next() else {
+            return x.to_owned();
+        };
         let mut out = first.forward(x);
         for layer in layers {
             out = layer.forward(out.view());
@@ -82,7 +84,9 @@ impl<F: Float> Sequential<F> {
     /// If the network's output is not `(n_b, k)` with the shape of `target`.
     pub fn forward_loss(&mut self, x: ArrayViewD<'_, F>, target: ArrayView2<'_, F>) -> F {
         let out = self.forward(x);
-        let out = out.into_dimensionality::<Ix2>().unwrap_or_else(|e| panic!("Sequential: the last layer must output (n_b, k): {e}"));
+        let out = out
+            .into_dimensionality::<Ix2>()
+            .unwrap_or_else(|e| panic!("Sequential: the last layer must output (n_b, k): {e}"));
         self.loss.forward(out.view(), target)
     }
 
@@ -130,15 +134,27 @@ impl<F: Float> Sequential<F> {
         rng: &mut R,
     ) -> Vec<F> {
         let n = x.len_of(Axis(0));
-        assert_eq!(n, y.nrows(), "Sequential::fit: x has {n} examples but y has {} rows", y.nrows());
-        assert!(batch_size > 0, "Sequential::fit: batch_size must be positive");
+        assert_eq!(
+            n,
+            y.nrows(),
+            "Sequential::fit: x has {n} examples but y has {} rows",
+            y.nrows()
+        );
+        assert!(
+            batch_size > 0,
+            "Sequential::fit: batch_size must be positive"
+        );
         let mut order: Vec<usize> = (0..n).collect();
         (0..epochs)
             .map(|_| {
                 order.shuffle(rng);
                 let mut total = F::zero();
                 for idx in order.chunks(batch_size) {
-                    let loss = self.train_batch(x.select(Axis(0), idx).view(), y.select(Axis(0), idx).view(), lr);
+                    let loss = self.train_batch(
+                        x.select(Axis(0), idx).view(),
+                        y.select(Axis(0), idx).view(),
+                        lr,
+                    );
                     total += loss * F::from_f64(idx.len() as f64);
                 }
                 if n == 0 {
@@ -157,7 +173,10 @@ impl<F: Float> Sequential<F> {
         let mut width = 0;
         for start in (0..n).step_by(INFERENCE_BATCH) {
             let batch = x.slice_axis(Axis(0), (start..(start + INFERENCE_BATCH).min(n)).into());
-            let out = self.forward(batch).into_dimensionality::<Ix2>().expect("classifier output is (n_b, k)");
+            let out = self
+                .forward(batch)
+                .into_dimensionality::<Ix2>()
+                .expect("classifier output is (n_b, k)");
             width = out.ncols();
             rows.extend(out.iter().copied());
         }
@@ -166,7 +185,11 @@ impl<F: Float> Sequential<F> {
 
     /// The most probable class of every example (argmax of the output).
     pub fn predict(&mut self, x: ArrayViewD<'_, F>) -> Vec<usize> {
-        self.predict_proba(x).rows().into_iter().map(|r| argmax(r.iter().copied())).collect()
+        self.predict_proba(x)
+            .rows()
+            .into_iter()
+            .map(|r| argmax(r.iter().copied()))
+            .collect()
     }
 
     /// Mean loss, accuracy and predictions against integer `labels`.
@@ -175,25 +198,48 @@ impl<F: Float> Sequential<F> {
     /// If `labels` has a different length from `x` or a label is not below the output width.
     pub fn evaluate(&mut self, x: ArrayViewD<'_, F>, labels: &[usize]) -> Evaluation {
         let p = self.predict_proba(x);
-        assert_eq!(p.nrows(), labels.len(), "Sequential::evaluate: {} examples but {} labels", p.nrows(), labels.len());
+        assert_eq!(
+            p.nrows(),
+            labels.len(),
+            "Sequential::evaluate: {} examples but {} labels",
+            p.nrows(),
+            labels.len()
+        );
         let mut loss = 0.0;
         let mut correct = 0;
         let mut predictions = Vec::with_capacity(labels.len());
         for (row, &label) in p.rows().into_iter().zip(labels) {
-            assert!(label < row.len(), "Sequential::evaluate: label {label} but only {} outputs", row.len());
+            assert!(
+                label < row.len(),
+                "Sequential::evaluate: label {label} but only {} outputs",
+                row.len()
+            );
             loss -= row[label].max(F::epsilon()).as_f64().ln();
             let pred = argmax(row.iter().copied());
             correct += usize::from(pred == label);
             predictions.push(pred);
         }
         let n = labels.len().max(1) as f64;
-        Evaluation { loss: loss / n, accuracy: correct as f64 / n, predictions }
+        Evaluation {
+            loss: loss / n,
+            accuracy: correct as f64 / n,
+            predictions,
+        }
     }
 }
 
 /// Index of the largest value (the first one on ties).
 fn argmax<F: Float>(values: impl Iterator<Item = F>) -> usize {
-    values.enumerate().fold((0, F::neg_infinity()), |(bi, bv), (i, v)| if v > bv { (i, v) } else { (bi, bv) }).0
+    values
+        .enumerate()
+        .fold((0, F::neg_infinity()), |(bi, bv), (i, v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
+        .0
 }
 
 /// One-hot encoding: row `n` has a 1 in column `labels[n]`.

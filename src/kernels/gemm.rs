@@ -65,7 +65,11 @@ impl<'a, F: Float> MatRef<'a, F> {
 /// If the inner dimensions differ or `c` has the wrong length.
 pub fn matmul<F: Float>(a: MatRef<'_, F>, b: MatRef<'_, F>, c: &mut [F], accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(k, b.rows, "matmul: inner dimensions differ ({m}×{k} · {}×{n})", b.rows);
+    assert_eq!(
+        k, b.rows,
+        "matmul: inner dimensions differ ({m}×{k} · {}×{n})",
+        b.rows
+    );
     assert_eq!(c.len(), m * n, "matmul: output must have {m}×{n} elements");
     if m == 0 || n == 0 {
         return;
@@ -115,9 +119,19 @@ mod tests {
         let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
         let b = [7.0f32, 8.0, 9.0, 10.0, 11.0, 12.0];
         let mut c = [0.0f32; 4];
-        matmul(MatRef::row_major(&a, 2, 3), MatRef::row_major(&b, 3, 2), &mut c, false);
+        matmul(
+            MatRef::row_major(&a, 2, 3),
+            MatRef::row_major(&b, 3, 2),
+            &mut c,
+            false,
+        );
         assert_eq!(c, [58.0, 64.0, 139.0, 154.0]);
-        matmul(MatRef::row_major(&a, 2, 3), MatRef::row_major(&b, 3, 2), &mut c, true);
+        matmul(
+            MatRef::row_major(&a, 2, 3),
+            MatRef::row_major(&b, 3, 2),
+            &mut c,
+            true,
+        );
         assert_eq!(c, [116.0, 128.0, 278.0, 308.0]);
     }
 
@@ -128,14 +142,24 @@ mod tests {
         let expected = a.dot(&b.t());
         let mut c = vec![0.0f64; 20];
         let (a_s, b_s) = (a.as_slice().unwrap(), b.as_slice().unwrap());
-        matmul(MatRef::row_major(a_s, 5, 7), MatRef::row_major(b_s, 4, 7).t(), &mut c, false);
+        matmul(
+            MatRef::row_major(a_s, 5, 7),
+            MatRef::row_major(b_s, 4, 7).t(),
+            &mut c,
+            false,
+        );
         assert_eq!(c, expected.into_raw_vec_and_offset().0);
     }
 
     #[test]
     fn empty_inner_dimension_gives_zeros() {
         let mut c = [5.0f32; 6];
-        matmul(MatRef::row_major(&[], 2, 0), MatRef::row_major(&[], 0, 3), &mut c, false);
+        matmul(
+            MatRef::row_major(&[], 2, 0),
+            MatRef::row_major(&[], 0, 3),
+            &mut c,
+            false,
+        );
         assert_eq!(c, [0.0; 6]);
     }
 }

@@ -50,7 +50,8 @@ impl ConvGeometry {
         let pad = self.pad_before() as isize;
         let h = self.h;
         (0..self.channels).flat_map(move |i| {
-            (0..h).flat_map(move |di| (0..h).map(move |dj| (i, di as isize - pad, dj as isize - pad)))
+            (0..h)
+                .flat_map(move |di| (0..h).map(move |dj| (i, di as isize - pad, dj as isize - pad)))
         })
     }
 
@@ -70,7 +71,11 @@ impl ConvGeometry {
 /// If the slices do not have the geometry's lengths.
 pub fn im2col<F: Float>(x: &[F], g: &ConvGeometry, x_col: &mut [F]) {
     assert_eq!(x.len(), g.image_len(), "im2col: image length");
-    assert_eq!(x_col.len(), g.patch_len() * g.pixels(), "im2col: column buffer length");
+    assert_eq!(
+        x_col.len(),
+        g.patch_len() * g.pixels(),
+        "im2col: column buffer length"
+    );
     let (rows, cols, p) = (g.rows, g.cols, g.pixels());
     for ((channel, dr, dc), out_row) in g.taps().zip(x_col.chunks_exact_mut(p)) {
         let plane = &x[channel * p..(channel + 1) * p];
@@ -97,7 +102,11 @@ pub fn im2col<F: Float>(x: &[F], g: &ConvGeometry, x_col: &mut [F]) {
 /// If the slices do not have the geometry's lengths.
 pub fn col2im<F: Float>(d_col: &[F], g: &ConvGeometry, dx: &mut [F]) {
     assert_eq!(dx.len(), g.image_len(), "col2im: image length");
-    assert_eq!(d_col.len(), g.patch_len() * g.pixels(), "col2im: column buffer length");
+    assert_eq!(
+        d_col.len(),
+        g.patch_len() * g.pixels(),
+        "col2im: column buffer length"
+    );
     dx.fill(F::zero());
     let (rows, cols, p) = (g.rows, g.cols, g.pixels());
     for ((channel, dr, dc), col_row) in g.taps().zip(d_col.chunks_exact(p)) {
@@ -124,7 +133,12 @@ mod tests {
     #[test]
     fn im2col_of_a_2x2_image_with_3x3_filter() {
         // x = [1 2; 3 4], padding 1: tap (di, dj) = (0, 0) sees the pixel up-left.
-        let g = ConvGeometry { channels: 1, rows: 2, cols: 2, h: 3 };
+        let g = ConvGeometry {
+            channels: 1,
+            rows: 2,
+            cols: 2,
+            h: 3,
+        };
         let x = [1.0f64, 2.0, 3.0, 4.0];
         let mut col = vec![0.0; 9 * 4];
         im2col(&x, &g, &mut col);
@@ -137,18 +151,35 @@ mod tests {
     #[test]
     fn even_filter_pads_more_after() {
         // h = 2: pad 0 before, 1 after; taps see (r, q), (r, q+1), (r+1, q), (r+1, q+1).
-        let g = ConvGeometry { channels: 1, rows: 2, cols: 2, h: 2 };
+        let g = ConvGeometry {
+            channels: 1,
+            rows: 2,
+            cols: 2,
+            h: 2,
+        };
         let mut col = vec![0.0f32; 16];
         im2col(&[1.0, 2.0, 3.0, 4.0], &g, &mut col);
-        assert_eq!(col, vec![1., 2., 3., 4., 2., 0., 4., 0., 3., 4., 0., 0., 4., 0., 0., 0.]);
+        assert_eq!(
+            col,
+            vec![1., 2., 3., 4., 2., 0., 4., 0., 3., 4., 0., 0., 4., 0., 0., 0.]
+        );
     }
 
     #[test]
     fn col2im_is_the_adjoint_of_im2col() {
         // <im2col(x), c> = <x, col2im(c)> for any x, c.
-        let g = ConvGeometry { channels: 2, rows: 3, cols: 5, h: 5 };
-        let x: Vec<f64> = (0..g.image_len()).map(|i| (i as f64 * 0.37).sin()).collect();
-        let c: Vec<f64> = (0..g.patch_len() * g.pixels()).map(|i| (i as f64 * 0.11).cos()).collect();
+        let g = ConvGeometry {
+            channels: 2,
+            rows: 3,
+            cols: 5,
+            h: 5,
+        };
+        let x: Vec<f64> = (0..g.image_len())
+            .map(|i| (i as f64 * 0.37).sin())
+            .collect();
+        let c: Vec<f64> = (0..g.patch_len() * g.pixels())
+            .map(|i| (i as f64 * 0.11).cos())
+            .collect();
         let mut xc = vec![0.0; c.len()];
         im2col(&x, &g, &mut xc);
         let mut ct = vec![0.0; x.len()];

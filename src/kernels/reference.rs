@@ -18,7 +18,11 @@ fn padded<F: Float>(x: &ArrayView4<'_, F>, n: usize, i: usize, r: isize, q: isiz
 /// `y[n,o,r,q] = b[o] + Σ_i Σ_a Σ_c W[o,i,a,c] · x_pad[n, i, r + a − p, q + c − p]`, `p = (h−1)/2`.
 ///
 /// Shapes: `x (n_b, n_i, n_r, n_c)`, `w (n_o, n_i, h, h)`, `b (1, n_o)` → `y (n_b, n_o, n_r, n_c)`.
-pub fn conv2d_forward<F: Float>(x: ArrayView4<'_, F>, w: ArrayView4<'_, F>, b: ArrayView2<'_, F>) -> Array4<F> {
+pub fn conv2d_forward<F: Float>(
+    x: ArrayView4<'_, F>,
+    w: ArrayView4<'_, F>,
+    b: ArrayView2<'_, F>,
+) -> Array4<F> {
     let (n_b, n_i, n_r, n_c) = x.dim();
     let (n_o, _, h, _) = w.dim();
     let p = ((h - 1) / 2) as isize;
@@ -27,7 +31,13 @@ pub fn conv2d_forward<F: Float>(x: ArrayView4<'_, F>, w: ArrayView4<'_, F>, b: A
         for i in 0..n_i {
             for a in 0..h {
                 for c in 0..h {
-                    let xv = padded(&x, n, i, r as isize + a as isize - p, q as isize + c as isize - p);
+                    let xv = padded(
+                        &x,
+                        n,
+                        i,
+                        r as isize + a as isize - p,
+                        q as isize + c as isize - p,
+                    );
                     acc += w[[o, i, a, c]] * xv;
                 }
             }
@@ -59,7 +69,13 @@ pub fn conv2d_backward<F: Float>(
         for n in 0..n_b {
             for r in 0..n_r {
                 for q in 0..n_c {
-                    let xv = padded(&x, n, i, r as isize + a as isize - p, q as isize + c as isize - p);
+                    let xv = padded(
+                        &x,
+                        n,
+                        i,
+                        r as isize + a as isize - p,
+                        q as isize + c as isize - p,
+                    );
                     acc += dy[[n, o, r, q]] * xv;
                 }
             }
@@ -71,8 +87,13 @@ pub fn conv2d_backward<F: Float>(
         for o in 0..n_o {
             for a in 0..h {
                 for c in 0..h {
-                    acc += padded(&dy, n, o, r as isize - a as isize + p, q as isize - c as isize + p)
-                        * w[[o, i, a, c]];
+                    acc += padded(
+                        &dy,
+                        n,
+                        o,
+                        r as isize - a as isize + p,
+                        q as isize - c as isize + p,
+                    ) * w[[o, i, a, c]];
                 }
             }
         }

@@ -71,7 +71,10 @@ impl<F: Float> ConvLayer<F> {
     /// # Panics
     /// If `n_i`, `n_o` or `h` is zero.
     pub fn new<R: Rng + ?Sized>(n_i: usize, n_o: usize, h: usize, rng: &mut R) -> Self {
-        assert!(n_i > 0 && n_o > 0 && h > 0, "ConvLayer::new: n_i, n_o and h must be positive (got {n_i}, {n_o}, {h})");
+        assert!(
+            n_i > 0 && n_o > 0 && h > 0,
+            "ConvLayer::new: n_i, n_o and h must be positive (got {n_i}, {n_o}, {h})"
+        );
         let w = glorot_normal(&[n_o, n_i, h, h], n_i * h * h, n_o * h * h, rng)
             .into_dimensionality::<Ix4>()
             .expect("4-D by construction");
@@ -88,14 +91,29 @@ impl<F: Float> ConvLayer<F> {
     /// `(n_o, n_i, h)` from the current weights.
     fn dims(&self) -> (usize, usize, usize) {
         let (n_o, n_i, h, h2) = self.w.dim();
-        assert_eq!(h, h2, "ConvLayer: filters must be square, w has shape {:?}", self.w.shape());
-        assert_eq!(self.b.dim(), (1, n_o), "ConvLayer: b must have shape (1, {n_o}) to match w, has {:?}", self.b.shape());
+        assert_eq!(
+            h,
+            h2,
+            "ConvLayer: filters must be square, w has shape {:?}",
+            self.w.shape()
+        );
+        assert_eq!(
+            self.b.dim(),
+            (1, n_o),
+            "ConvLayer: b must have shape (1, {n_o}) to match w, has {:?}",
+            self.b.shape()
+        );
         (n_o, n_i, h)
     }
 }
 
 /// Grows `scratch` to `tasks` entries, each sized for `g` and `n_o` filters.
-fn prepare_scratch<F: Float>(scratch: &mut Vec<TaskScratch<F>>, tasks: usize, g: &ConvGeometry, n_o: usize) {
+fn prepare_scratch<F: Float>(
+    scratch: &mut Vec<TaskScratch<F>>,
+    tasks: usize,
+    g: &ConvGeometry,
+    n_o: usize,
+) {
     if scratch.len() < tasks {
         scratch.resize_with(tasks, TaskScratch::default);
     }
@@ -114,9 +132,16 @@ impl<F: Float> Layer<F> for ConvLayer<F> {
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let out_shape = expect_shape(self, x.shape());
         let (n_o, n_i, h) = self.dims();
-        let x = x.into_dimensionality::<Ix4>().expect("checked by output_shape");
+        let x = x
+            .into_dimensionality::<Ix4>()
+            .expect("checked by output_shape");
         let (n_b, _, rows, cols) = x.dim();
-        let g = ConvGeometry { channels: n_i, rows, cols, h };
+        let g = ConvGeometry {
+            channels: n_i,
+            rows,
+            cols,
+            h,
+        };
         let input = match &mut self.input {
             Some(a) if a.dim() == x.dim() => a,
             slot => slot.insert(Array4::zeros(x.raw_dim())),
@@ -140,9 +165,17 @@ impl<F: Float> Layer<F> for ConvLayer<F> {
             .zip(x_all.par_chunks(IMAGES_PER_TASK * in_len))
             .zip(self.scratch.par_iter_mut())
             .for_each(|((y_task, x_task), s)| {
-                for (y_n, x_n) in y_task.chunks_exact_mut(out_len).zip(x_task.chunks_exact(in_len)) {
+                for (y_n, x_n) in y_task
+                    .chunks_exact_mut(out_len)
+                    .zip(x_task.chunks_exact(in_len))
+                {
                     im2col(x_n, &g, &mut s.x_col);
-                    matmul(w_mat, MatRef::row_major(&s.x_col, g.patch_len(), g.pixels()), y_n, false);
+                    matmul(
+                        w_mat,
+                        MatRef::row_major(&s.x_col, g.patch_len(), g.pixels()),
+                        y_n,
+                        false,
+                    );
                     for (row, &bias) in y_n.chunks_exact_mut(g.pixels()).zip(b) {
                         row.iter_mut().for_each(|v| *v += bias);
                     }
@@ -157,11 +190,22 @@ impl<F: Float> Layer<F> for ConvLayer<F> {
     fn backward(&mut self, y_grad: ArrayViewD<'_, F>) -> ArrayD<F> {
         let name = self.name();
         let (n_o, n_i, h) = self.dims();
-        let Some(input) = &self.input else { missing_forward(&name) };
+        let Some(input) = &self.input else {
+            missing_forward(&name)
+        };
         let (n_b, _, rows, cols) = input.dim();
         expect_grad_shape(&name, &[n_b, n_o, rows, cols], y_grad.shape());
-        let g = ConvGeometry { channels: n_i, rows, cols, h };
-        assert_eq!(input.shape()[1], n_i, "{name}: weights changed shape between forward and backward");
+        let g = ConvGeometry {
+            channels: n_i,
+            rows,
+            cols,
+            h,
+        };
+        assert_eq!(
+            input.shape()[1],
+            n_i,
+            "{name}: weights changed shape between forward and backward"
+        );
         let (k, p) = (g.patch_len(), g.pixels());
         let (in_len, out_len) = (g.image_len(), n_o * p);
         let mut x_grad = ArrayD::<F>::zeros(input.shape());
@@ -189,12 +233,20 @@ impl<F: Float> Layer<F> for ConvLayer<F> {
             .zip(self.scratch.par_iter_mut())
             .for_each(|(((dx_task, dy_task), x_task), s)| {
                 s.b_grad.fill(F::zero());
-                let images = dx_task.chunks_exact_mut(in_len).zip(dy_task.chunks_exact(out_len)).zip(x_task.chunks_exact(in_len));
+                let images = dx_task
+                    .chunks_exact_mut(in_len)
+                    .zip(dy_task.chunks_exact(out_len))
+                    .zip(x_task.chunks_exact(in_len));
                 for (j, ((dx_n, dy_n), x_n)) in images.enumerate() {
                     let dy_mat = MatRef::row_major(dy_n, n_o, p);
                     im2col(x_n, &g, &mut s.x_col);
                     // dW += dY · X_colᵀ
-                    matmul(dy_mat, MatRef::row_major(&s.x_col, k, p).t(), &mut s.w_grad, j > 0);
+                    matmul(
+                        dy_mat,
+                        MatRef::row_major(&s.x_col, k, p).t(),
+                        &mut s.w_grad,
+                        j > 0,
+                    );
                     for (acc, row) in s.b_grad.iter_mut().zip(dy_n.chunks_exact(p)) {
                         *acc += row.iter().copied().sum::<F>();
                     }
@@ -215,8 +267,16 @@ impl<F: Float> Layer<F> for ConvLayer<F> {
 
     fn params_mut(&mut self) -> Vec<Param<'_, F>> {
         vec![
-            Param { name: "weight", value: self.w.view_mut().into_dyn(), grad: self.w_grad.view().into_dyn() },
-            Param { name: "bias", value: self.b.view_mut().into_dyn(), grad: self.b_grad.view().into_dyn() },
+            Param {
+                name: "weight",
+                value: self.w.view_mut().into_dyn(),
+                grad: self.w_grad.view().into_dyn(),
+            },
+            Param {
+                name: "bias",
+                value: self.b.view_mut().into_dyn(),
+                grad: self.b_grad.view().into_dyn(),
+            },
         ]
     }
 
@@ -224,7 +284,11 @@ impl<F: Float> Layer<F> for ConvLayer<F> {
         let (n_o, n_i, _, _) = self.w.dim();
         match *input {
             [n_b, c, r, q] if c == n_i => Ok(vec![n_b, n_o, r, q]),
-            _ => Err(ShapeError::new(self.name(), format!("(n_b, {n_i}, rows, cols)"), input)),
+            _ => Err(ShapeError::new(
+                self.name(),
+                format!("(n_b, {n_i}, rows, cols)"),
+                input,
+            )),
         }
     }
 
@@ -258,7 +322,9 @@ mod tests {
 
     /// The lab handout's worked example (two channels in, two filters of 3×3).
     fn worked_example<F: Float>() -> (ConvLayer<F>, Array4<F>, Array4<F>) {
-        let f = |v: Vec<f64>, shape| Array::from_shape_vec(shape, v.into_iter().map(F::from_f64).collect()).unwrap();
+        let f = |v: Vec<f64>, shape| {
+            Array::from_shape_vec(shape, v.into_iter().map(F::from_f64).collect()).unwrap()
+        };
         let x = f(
             vec![
                 0., 0., 0., 0., 1., -1., 1., -1., 2., -2., 2., -2., 3., -3., 3., -3., //
@@ -268,8 +334,10 @@ mod tests {
         );
         let w = f(
             vec![
-                3., 2., 1., 3., 2., 1., 3., 2., 1., /* W[0,0] */ 1., 2., 3., 1., 2., 3., 1., 2., 3., /* W[0,1] */
-                3., 3., 3., 2., 2., 2., 1., 1., 1., /* W[1,0] */ 1., 1., 1., 2., 2., 2., 3., 3., 3., /* W[1,1] */
+                3., 2., 1., 3., 2., 1., 3., 2., 1., /* W[0,0] */ 1., 2., 3., 1., 2., 3., 1.,
+                2., 3., /* W[0,1] */
+                3., 3., 3., 2., 2., 2., 1., 1., 1., /* W[1,0] */ 1., 1., 1., 2., 2., 2., 3.,
+                3., 3., /* W[1,1] */
             ],
             (2, 2, 3, 3),
         );
@@ -283,7 +351,11 @@ mod tests {
         let mut conv = ConvLayer::<F>::new(2, 2, 3, &mut rng(0));
         conv.w = w.into_dimensionality().unwrap();
         conv.b = Array2::zeros((1, 2));
-        (conv, x.into_dimensionality().unwrap(), y.into_dimensionality().unwrap())
+        (
+            conv,
+            x.into_dimensionality().unwrap(),
+            y.into_dimensionality().unwrap(),
+        )
     }
 
     #[test]
@@ -294,7 +366,10 @@ mod tests {
         assert_eq!(conv.forward(x.view().into_dyn()), y.into_dyn());
         let (_, x, y) = worked_example::<f64>();
         let (conv, _, _) = worked_example::<f64>();
-        assert_eq!(reference::conv2d_forward(x.view(), conv.w.view(), conv.b.view()), y);
+        assert_eq!(
+            reference::conv2d_forward(x.view(), conv.w.view(), conv.b.view()),
+            y
+        );
     }
 
     #[test]
@@ -309,7 +384,10 @@ mod tests {
     fn assert_close(a: ArrayView4<'_, f64>, b: ArrayView4<'_, f64>, what: &str) {
         assert_eq!(a.shape(), b.shape(), "{what}: shapes");
         for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
-            assert!((x - y).abs() <= 1e-12 * (1.0 + y.abs()), "{what}[{i}]: fast {x} vs reference {y}");
+            assert!(
+                (x - y).abs() <= 1e-12 * (1.0 + y.abs()),
+                "{what}[{i}]: fast {x} vs reference {y}"
+            );
         }
     }
 
@@ -333,10 +411,17 @@ mod tests {
             conv.b = Array2::from_shape_fn((1, n_o), |(_, o)| o as f64 * 0.3 - 0.2);
             let x = random4((n_b, n_i, rows, cols), seed + 100);
             let dy = random4((n_b, n_o, rows, cols), seed + 200);
-            let y = conv.forward(x.view().into_dyn()).into_dimensionality::<Ix4>().unwrap();
-            let dx = conv.backward(dy.view().into_dyn()).into_dimensionality::<Ix4>().unwrap();
+            let y = conv
+                .forward(x.view().into_dyn())
+                .into_dimensionality::<Ix4>()
+                .unwrap();
+            let dx = conv
+                .backward(dy.view().into_dyn())
+                .into_dimensionality::<Ix4>()
+                .unwrap();
             let y_ref = reference::conv2d_forward(x.view(), conv.w.view(), conv.b.view());
-            let (dx_ref, dw_ref, db_ref) = reference::conv2d_backward(x.view(), conv.w.view(), dy.view());
+            let (dx_ref, dw_ref, db_ref) =
+                reference::conv2d_backward(x.view(), conv.w.view(), dy.view());
             assert_close(y.view(), y_ref.view(), "y");
             assert_close(dx.view(), dx_ref.view(), "dx");
             assert_close(conv.w_grad.view(), dw_ref.view(), "dW");
@@ -349,10 +434,15 @@ mod tests {
     #[test]
     fn gradients_match_numerical_differences() {
         let check = GradCheck::default();
-        for (seed, &(n_b, n_i, n_o, rows, cols, h)) in
-            [(2, 3, 2, 4, 5, 3), (3, 2, 3, 3, 3, 1), (2, 1, 2, 4, 3, 2), (2, 2, 1, 5, 6, 5), (1, 2, 4, 3, 4, 3)]
-                .iter()
-                .enumerate()
+        for (seed, &(n_b, n_i, n_o, rows, cols, h)) in [
+            (2, 3, 2, 4, 5, 3),
+            (3, 2, 3, 3, 3, 1),
+            (2, 1, 2, 4, 3, 2),
+            (2, 2, 1, 5, 6, 5),
+            (1, 2, 4, 3, 4, 3),
+        ]
+        .iter()
+        .enumerate()
         {
             let mut conv = ConvLayer::<f64>::new(n_i, n_o, h, &mut rng(seed as u64));
             conv.b = Array2::from_shape_fn((1, n_o), |(_, o)| 0.1 * o as f64);
@@ -385,7 +475,7 @@ mod tests {
         conv.b = array![[1.0]];
         assert_eq!(conv.forward(x.view().into_dyn()).sum(), 4.0 * 7.0);
         conv.w[[0, 0, 0, 0]] = -1.0;
-        assert_eq!(conv.forward(x.view().into_dyn()).sum(), 4.0 * -1.0);
+        assert_eq!(conv.forward(x.view().into_dyn()).sum(), -4.0);
     }
 
     #[test]
@@ -400,7 +490,9 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "ConvLayer(3→4, 3×3): expected an input of shape (n_b, 3, rows, cols), got [2, 2, 5, 5]")]
+    #[should_panic(
+        expected = "ConvLayer(3→4, 3×3): expected an input of shape (n_b, 3, rows, cols), got [2, 2, 5, 5]"
+    )]
     fn wrong_channel_count_panics_with_shapes() {
         let mut conv = ConvLayer::<f32>::new(3, 4, 3, &mut rng(0));
         conv.forward(ArrayD::zeros(vec![2, 2, 5, 5]).view());

@@ -45,7 +45,9 @@ impl<F: Float> CrossEntropyLayer<F> {
         );
         let n_b = x.nrows();
         let clipped = x.mapv(|v| v.max(F::epsilon()));
-        let total = Zip::from(&clipped).and(&target).fold(F::zero(), |acc, &p, &t| acc - t * p.ln());
+        let total = Zip::from(&clipped)
+            .and(&target)
+            .fold(F::zero(), |acc, &p, &t| acc - t * p.ln());
         self.cache = Some((clipped, target.to_owned()));
         if n_b == 0 {
             F::zero()
@@ -59,7 +61,9 @@ impl<F: Float> CrossEntropyLayer<F> {
     /// # Panics
     /// If called before `forward`.
     pub fn backward(&mut self) -> Array2<F> {
-        let Some((p, t)) = &self.cache else { missing_forward("CrossEntropyLayer") };
+        let Some((p, t)) = &self.cache else {
+            missing_forward("CrossEntropyLayer")
+        };
         let n_b = F::from_f64(p.nrows() as f64);
         Zip::from(p).and(t).map_collect(|&p, &t| -t / (n_b * p))
     }
@@ -89,8 +93,11 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "CrossEntropyLayer: probabilities have shape [2, 3] but targets have shape [2, 2]")]
+    #[should_panic(
+        expected = "CrossEntropyLayer: probabilities have shape [2, 3] but targets have shape [2, 2]"
+    )]
     fn mismatched_targets_panic() {
-        CrossEntropyLayer::<f64>::new().forward(Array2::zeros((2, 3)).view(), Array2::zeros((2, 2)).view());
+        CrossEntropyLayer::<f64>::new()
+            .forward(Array2::zeros((2, 3)).view(), Array2::zeros((2, 2)).view());
     }
 }

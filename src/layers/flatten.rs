@@ -28,7 +28,10 @@ pub struct FlattenLayer<F: Float> {
 impl<F: Float> FlattenLayer<F> {
     /// A flattening layer.
     pub fn new() -> Self {
-        Self { input_shape: None, _float: PhantomData }
+        Self {
+            input_shape: None,
+            _float: PhantomData,
+        }
     }
 }
 
@@ -39,22 +42,37 @@ impl<F: Float> Layer<F> for FlattenLayer<F> {
         let out = expect_shape(self, x.shape());
         self.input_shape = Some(x.shape().to_vec());
         // `to_shape` copies unless the view is already row-major; `into_owned` makes sure we own it.
-        x.to_shape(IxDyn(&out)).expect("row-major reshape").into_owned()
+        x.to_shape(IxDyn(&out))
+            .expect("row-major reshape")
+            .into_owned()
     }
 
     /// # Shapes
     /// `y_grad: (n_b, d_1·…·d_m)` → `x_grad: (n_b, d_1, …, d_m)`.
     fn backward(&mut self, y_grad: ArrayViewD<'_, F>) -> ArrayD<F> {
         let name = self.name();
-        let Some(shape) = &self.input_shape else { missing_forward(&name) };
-        expect_grad_shape(&name, &[shape[0], shape[1..].iter().product()], y_grad.shape());
-        y_grad.to_shape(IxDyn(shape)).expect("row-major reshape").into_owned()
+        let Some(shape) = &self.input_shape else {
+            missing_forward(&name)
+        };
+        expect_grad_shape(
+            &name,
+            &[shape[0], shape[1..].iter().product()],
+            y_grad.shape(),
+        );
+        y_grad
+            .to_shape(IxDyn(shape))
+            .expect("row-major reshape")
+            .into_owned()
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>, ShapeError> {
         match input {
             [n_b, rest @ ..] if !rest.is_empty() => Ok(vec![*n_b, rest.iter().product()]),
-            _ => Err(ShapeError::new(self.name(), "(n_b, d_1, …) with at least 2 dimensions", input)),
+            _ => Err(ShapeError::new(
+                self.name(),
+                "(n_b, d_1, …) with at least 2 dimensions",
+                input,
+            )),
         }
     }
 
@@ -70,7 +88,9 @@ mod tests {
 
     #[test]
     fn round_trip_restores_the_input_shape_and_values() {
-        let x = Array4::from_shape_fn((3, 2, 4, 5), |(n, c, r, q)| (n * 1000 + c * 100 + r * 10 + q) as f64);
+        let x = Array4::from_shape_fn((3, 2, 4, 5), |(n, c, r, q)| {
+            (n * 1000 + c * 100 + r * 10 + q) as f64
+        });
         let mut flat = FlattenLayer::new();
         let y = flat.forward(x.view().into_dyn());
         assert_eq!(y.shape(), &[3, 40]);
@@ -83,11 +103,16 @@ mod tests {
         let x = Array4::from_shape_fn((2, 3, 1, 1), |(n, c, _, _)| (n * 3 + c) as f32);
         let xt = x.view().permuted_axes([0, 1, 3, 2]); // same logical values, other strides
         let y = FlattenLayer::new().forward(xt.into_dyn());
-        assert_eq!(y.into_raw_vec_and_offset().0, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(
+            y.into_raw_vec_and_offset().0,
+            vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+        );
     }
 
     #[test]
-    #[should_panic(expected = "FlattenLayer: expected an input of shape (n_b, d_1, …) with at least 2 dimensions, got [4]")]
+    #[should_panic(
+        expected = "FlattenLayer: expected an input of shape (n_b, d_1, …) with at least 2 dimensions, got [4]"
+    )]
     fn one_dimensional_input_panics() {
         FlattenLayer::<f32>::new().forward(ArrayD::zeros(vec![4]).view());
     }

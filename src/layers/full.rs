@@ -41,14 +41,30 @@ impl<F: Float> FullLayer<F> {
     /// # Panics
     /// If `n_i` or `n_o` is zero.
     pub fn new<R: Rng + ?Sized>(n_i: usize, n_o: usize, rng: &mut R) -> Self {
-        assert!(n_i > 0 && n_o > 0, "FullLayer::new: n_i and n_o must be positive (got {n_i}, {n_o})");
-        let w = glorot_normal(&[n_o, n_i], n_i, n_o, rng).into_dimensionality::<Ix2>().expect("2-D by construction");
-        Self { w_grad: Array2::zeros((n_o, n_i)), w, b: Array2::zeros((1, n_o)), b_grad: Array2::zeros((1, n_o)), input: None }
+        assert!(
+            n_i > 0 && n_o > 0,
+            "FullLayer::new: n_i and n_o must be positive (got {n_i}, {n_o})"
+        );
+        let w = glorot_normal(&[n_o, n_i], n_i, n_o, rng)
+            .into_dimensionality::<Ix2>()
+            .expect("2-D by construction");
+        Self {
+            w_grad: Array2::zeros((n_o, n_i)),
+            w,
+            b: Array2::zeros((1, n_o)),
+            b_grad: Array2::zeros((1, n_o)),
+            input: None,
+        }
     }
 
     fn dims(&self) -> (usize, usize) {
         let (n_o, n_i) = self.w.dim();
-        assert_eq!(self.b.dim(), (1, n_o), "FullLayer: b must have shape (1, {n_o}) to match w, has {:?}", self.b.shape());
+        assert_eq!(
+            self.b.dim(),
+            (1, n_o),
+            "FullLayer: b must have shape (1, {n_o}) to match w, has {:?}",
+            self.b.shape()
+        );
         (n_o, n_i)
     }
 }
@@ -59,7 +75,9 @@ impl<F: Float> Layer<F> for FullLayer<F> {
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         expect_shape(self, x.shape());
         let (n_o, n_i) = self.dims();
-        let x = x.into_dimensionality::<Ix2>().expect("checked by output_shape");
+        let x = x
+            .into_dimensionality::<Ix2>()
+            .expect("checked by output_shape");
         let n_b = x.nrows();
         let input = match &mut self.input {
             Some(a) if a.dim() == x.dim() => a,
@@ -67,7 +85,11 @@ impl<F: Float> Layer<F> for FullLayer<F> {
         };
         input.assign(&x);
         // y starts as the broadcast bias, then y += x·Wᵀ.
-        let mut y = self.b.broadcast((n_b, n_o)).expect("b is (1, n_o)").to_owned();
+        let mut y = self
+            .b
+            .broadcast((n_b, n_o))
+            .expect("b is (1, n_o)")
+            .to_owned();
         let w = self.w.as_standard_layout();
         matmul(
             MatRef::row_major(input.as_slice().expect("standard layout"), n_b, n_i),
@@ -83,7 +105,9 @@ impl<F: Float> Layer<F> for FullLayer<F> {
     fn backward(&mut self, y_grad: ArrayViewD<'_, F>) -> ArrayD<F> {
         let name = self.name();
         let (n_o, n_i) = self.dims();
-        let Some(x) = &self.input else { missing_forward(&name) };
+        let Some(x) = &self.input else {
+            missing_forward(&name)
+        };
         let n_b = x.nrows();
         expect_grad_shape(&name, &[n_b, n_o], y_grad.shape());
         let dy = y_grad.as_standard_layout();
@@ -95,7 +119,12 @@ impl<F: Float> Layer<F> for FullLayer<F> {
             self.w_grad.as_slice_mut().expect("fresh array"),
             false,
         );
-        self.b_grad = dy.view().into_dimensionality::<Ix2>().expect("checked").sum_axis(ndarray::Axis(0)).insert_axis(ndarray::Axis(0));
+        self.b_grad = dy
+            .view()
+            .into_dimensionality::<Ix2>()
+            .expect("checked")
+            .sum_axis(ndarray::Axis(0))
+            .insert_axis(ndarray::Axis(0));
         let mut x_grad = Array2::zeros((n_b, n_i));
         let w = self.w.as_standard_layout();
         matmul(
@@ -109,8 +138,16 @@ impl<F: Float> Layer<F> for FullLayer<F> {
 
     fn params_mut(&mut self) -> Vec<Param<'_, F>> {
         vec![
-            Param { name: "weight", value: self.w.view_mut().into_dyn(), grad: self.w_grad.view().into_dyn() },
-            Param { name: "bias", value: self.b.view_mut().into_dyn(), grad: self.b_grad.view().into_dyn() },
+            Param {
+                name: "weight",
+                value: self.w.view_mut().into_dyn(),
+                grad: self.w_grad.view().into_dyn(),
+            },
+            Param {
+                name: "bias",
+                value: self.b.view_mut().into_dyn(),
+                grad: self.b_grad.view().into_dyn(),
+            },
         ]
     }
 
@@ -164,7 +201,10 @@ mod tests {
     #[test]
     fn gradients_match_numerical_differences() {
         let check = GradCheck::default();
-        for (seed, &(n_b, n_i, n_o)) in [(1, 1, 1), (4, 7, 3), (5, 3, 8), (2, 20, 10)].iter().enumerate() {
+        for (seed, &(n_b, n_i, n_o)) in [(1, 1, 1), (4, 7, 3), (5, 3, 8), (2, 20, 10)]
+            .iter()
+            .enumerate()
+        {
             let mut fc = FullLayer::<f64>::new(n_i, n_o, &mut rng(seed as u64));
             fc.b = Array2::from_shape_fn((1, n_o), |(_, o)| o as f64 * 0.1);
             let x = Array2::from_shape_fn((n_b, n_i), |(n, i)| ((n * 31 + i * 7) as f64).sin());
@@ -174,7 +214,9 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "FullLayer(2048→3): expected an input of shape (n_b, 2048), got [128, 2047]")]
+    #[should_panic(
+        expected = "FullLayer(2048→3): expected an input of shape (n_b, 2048), got [128, 2047]"
+    )]
     fn wrong_width_panics() {
         FullLayer::<f32>::new(2048, 3, &mut rng(0)).forward(ArrayD::zeros(vec![128, 2047]).view());
     }

@@ -59,7 +59,9 @@ impl<F: Float> Layer<F> for MaxPoolLayer<F> {
     /// `x: (n_b, c, n_r, n_c)` → `y: (n_b, c, ⌊n_r/k⌋, ⌊n_c/k⌋)`.
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let out_shape = expect_shape(self, x.shape());
-        let x = x.into_dimensionality::<Ix4>().expect("checked by output_shape");
+        let x = x
+            .into_dimensionality::<Ix4>()
+            .expect("checked by output_shape");
         let (k, cols) = (self.size, x.dim().3);
         let (out_r, out_c) = (out_shape[2], out_shape[3]);
         let x = x.as_standard_layout().into_owned();
@@ -76,7 +78,9 @@ impl<F: Float> Layer<F> for MaxPoolLayer<F> {
             .for_each(|(y_p, x_p)| {
                 for (i, y_v) in y_p.iter_mut().enumerate() {
                     let (r, q) = (i / out_c, i % out_c);
-                    *y_v = window(r, q, k, cols).map(|j| x_p[j]).fold(F::neg_infinity(), F::max);
+                    *y_v = window(r, q, k, cols)
+                        .map(|j| x_p[j])
+                        .fold(F::neg_infinity(), F::max);
                 }
             });
         self.cache = Some((x, y.clone()));
@@ -87,7 +91,9 @@ impl<F: Float> Layer<F> for MaxPoolLayer<F> {
     /// `y_grad: (n_b, c, ⌊n_r/k⌋, ⌊n_c/k⌋)` → `x_grad: (n_b, c, n_r, n_c)`.
     fn backward(&mut self, y_grad: ArrayViewD<'_, F>) -> ArrayD<F> {
         let name = self.name();
-        let Some((x, y)) = &self.cache else { missing_forward(&name) };
+        let Some((x, y)) = &self.cache else {
+            missing_forward(&name)
+        };
         expect_grad_shape(&name, y.shape(), y_grad.shape());
         let k = self.size;
         let (_, _, rows, cols) = x.dim();
@@ -102,9 +108,17 @@ impl<F: Float> Layer<F> for MaxPoolLayer<F> {
             .as_slice_mut()
             .expect("fresh array")
             .par_chunks_mut(rows * cols)
-            .zip(x.as_slice().expect("standard layout").par_chunks(rows * cols))
+            .zip(
+                x.as_slice()
+                    .expect("standard layout")
+                    .par_chunks(rows * cols),
+            )
             .zip(y.as_slice().expect("standard layout").par_chunks(out_plane))
-            .zip(dy.as_slice().expect("standard layout").par_chunks(out_plane))
+            .zip(
+                dy.as_slice()
+                    .expect("standard layout")
+                    .par_chunks(out_plane),
+            )
             .for_each(|(((dx_p, x_p), y_p), dy_p)| {
                 for (i, (&m, &g)) in y_p.iter().zip(dy_p).enumerate() {
                     for j in window(i / out_c, i % out_c, k, cols) {
@@ -121,7 +135,11 @@ impl<F: Float> Layer<F> for MaxPoolLayer<F> {
         let k = self.size;
         match *input {
             [n_b, c, r, q] if r >= k && q >= k => Ok(vec![n_b, c, r / k, q / k]),
-            _ => Err(ShapeError::new(self.name(), format!("(n_b, channels, rows ≥ {k}, cols ≥ {k})"), input)),
+            _ => Err(ShapeError::new(
+                self.name(),
+                format!("(n_b, channels, rows ≥ {k}, cols ≥ {k})"),
+                input,
+            )),
         }
     }
 
@@ -156,8 +174,14 @@ mod tests {
         pool.forward(x.view().into_dyn());
         let dx = pool.backward(ArrayD::from_elem(vec![2, 3, 2, 3], 1.0).view());
         assert_eq!(dx.shape(), &[2, 3, 5, 7]);
-        assert!(dx.slice(ndarray::s![.., .., 4, ..]).iter().all(|&v| v == 0.0));
-        assert!(dx.slice(ndarray::s![.., .., .., 6]).iter().all(|&v| v == 0.0));
+        assert!(dx
+            .slice(ndarray::s![.., .., 4, ..])
+            .iter()
+            .all(|&v| v == 0.0));
+        assert!(dx
+            .slice(ndarray::s![.., .., .., 6])
+            .iter()
+            .all(|&v| v == 0.0));
         // exactly one maximum per window (random data has no ties)
         assert_eq!(dx.sum(), (2 * 3 * 2 * 3) as f64);
     }
@@ -174,10 +198,21 @@ mod tests {
     #[test]
     fn gradients_match_numerical_differences() {
         let check = GradCheck::default();
-        for (seed, &(shape, k)) in
-            [((2, 3, 4, 4), 2), ((1, 2, 5, 7), 2), ((3, 1, 6, 9), 3), ((2, 2, 3, 3), 1), ((1, 1, 7, 5), 4)].iter().enumerate()
+        for (seed, &(shape, k)) in [
+            ((2, 3, 4, 4), 2),
+            ((1, 2, 5, 7), 2),
+            ((3, 1, 6, 9), 3),
+            ((2, 2, 3, 3), 1),
+            ((1, 1, 7, 5), 4),
+        ]
+        .iter()
+        .enumerate()
         {
-            let report = check.check_layer(&mut MaxPoolLayer::new(k), random4(shape, seed as u64).view().into_dyn(), 9);
+            let report = check.check_layer(
+                &mut MaxPoolLayer::new(k),
+                random4(shape, seed as u64).view().into_dyn(),
+                9,
+            );
             assert!(report.passed(), "{report}");
         }
     }
@@ -187,13 +222,18 @@ mod tests {
         // Integer-valued inputs make many ties; forward differences see every tied maximum rise.
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(4);
         let x = Array4::from_shape_simple_fn((2, 2, 4, 6), || r.random_range(0..3) as f64);
-        let check = GradCheck { difference: Difference::Forward, ..GradCheck::default() };
+        let check = GradCheck {
+            difference: Difference::Forward,
+            ..GradCheck::default()
+        };
         let report = check.check_layer(&mut MaxPoolLayer::new(2), x.view().into_dyn(), 3);
         assert!(report.passed(), "{report}");
     }
 
     #[test]
-    #[should_panic(expected = "MaxPoolLayer(2×2): expected an input of shape (n_b, channels, rows ≥ 2, cols ≥ 2), got [1, 1, 1, 4]")]
+    #[should_panic(
+        expected = "MaxPoolLayer(2×2): expected an input of shape (n_b, channels, rows ≥ 2, cols ≥ 2), got [1, 1, 1, 4]"
+    )]
     fn too_small_input_panics() {
         MaxPoolLayer::<f32>::new(2).forward(ArrayD::zeros(vec![1, 1, 1, 4]).view());
     }

@@ -42,9 +42,13 @@ impl<F: Float> Layer<F> for ReluLayer<F> {
     /// # Shapes
     /// `y_grad` has the shape of the last input; so does `x_grad`.
     fn backward(&mut self, y_grad: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let Some(x) = &self.input else { missing_forward("ReluLayer") };
+        let Some(x) = &self.input else {
+            missing_forward("ReluLayer")
+        };
         expect_grad_shape("ReluLayer", x.shape(), y_grad.shape());
-        Zip::from(x).and(&y_grad).map_collect(|&x, &g| if x > F::zero() { g } else { F::zero() })
+        Zip::from(x)
+            .and(&y_grad)
+            .map_collect(|&x, &g| if x > F::zero() { g } else { F::zero() })
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>, ShapeError> {
@@ -65,7 +69,13 @@ mod tests {
     #[test]
     fn gradients_match_numerical_differences_for_several_ranks() {
         // values kept away from 0, where ReLU has no derivative
-        let away = |i: usize| if i % 2 == 0 { 0.3 + (i % 7) as f64 * 0.1 } else { -0.4 - (i % 5) as f64 * 0.1 };
+        let away = |i: usize| {
+            if i % 2 == 0 {
+                0.3 + (i % 7) as f64 * 0.1
+            } else {
+                -0.4 - (i % 5) as f64 * 0.1
+            }
+        };
         for shape in [vec![5], vec![3, 4], vec![2, 3, 4, 5]] {
             let n: usize = shape.iter().product();
             let x = Array::from_shape_vec(shape.clone(), (0..n).map(away).collect()).unwrap();

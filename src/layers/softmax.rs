@@ -50,12 +50,18 @@ impl<F: Float> Layer<F> for SoftMaxLayer<F> {
     /// # Shapes
     /// `y_grad: (n_b, k)` → `x_grad: (n_b, k)`.
     fn backward(&mut self, y_grad: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let Some(y) = &self.output else { missing_forward("SoftMaxLayer") };
+        let Some(y) = &self.output else {
+            missing_forward("SoftMaxLayer")
+        };
         expect_grad_shape("SoftMaxLayer", y.shape(), y_grad.shape());
         let dy = y_grad.into_dimensionality::<Ix2>().expect("checked");
         let dot = (&dy * y).sum_axis(Axis(1)).insert_axis(Axis(1));
         let mut dx = Array2::zeros(y.raw_dim());
-        Zip::from(&mut dx).and(y).and(&dy).and_broadcast(&dot).for_each(|dx, &y, &g, &d| *dx = y * (g - d));
+        Zip::from(&mut dx)
+            .and(y)
+            .and(&dy)
+            .and_broadcast(&dot)
+            .for_each(|dx, &y, &g, &d| *dx = y * (g - d));
         dx.into_dyn()
     }
 
@@ -86,7 +92,11 @@ mod tests {
         }
         // softmax([1, 2, 3]) = [0.09003057, 0.24472847, 0.66524096] (scipy.special.softmax)
         let y = SoftMaxLayer::new().forward(ndarray::array![[1.0, 2.0, 3.0]].into_dyn().view());
-        for (a, b) in y.iter().zip([0.09003057317038046f64, 0.24472847105479767, 0.6652409557748219]) {
+        for (a, b) in y.iter().zip([
+            0.09003057317038046f64,
+            0.24472847105479767,
+            0.6652409557748219,
+        ]) {
             assert!((a - b).abs() < 1e-15, "{a} vs {b}");
         }
     }
@@ -94,14 +104,21 @@ mod tests {
     #[test]
     fn gradients_match_numerical_differences() {
         for (seed, shape) in [(1, (1, 1)), (2, (3, 4)), (3, (6, 10))] {
-            let x = Array2::from_shape_fn(shape, |(n, j)| ((n * 13 + j * 5 + seed) as f64).cos() * 2.0);
-            let report = GradCheck::default().check_layer(&mut SoftMaxLayer::new(), x.view().into_dyn(), seed as u64);
+            let x =
+                Array2::from_shape_fn(shape, |(n, j)| ((n * 13 + j * 5 + seed) as f64).cos() * 2.0);
+            let report = GradCheck::default().check_layer(
+                &mut SoftMaxLayer::new(),
+                x.view().into_dyn(),
+                seed as u64,
+            );
             assert!(report.passed(), "{report}");
         }
     }
 
     #[test]
-    #[should_panic(expected = "SoftMaxLayer: expected an input of shape (n_b, k) with k ≥ 1, got [2, 3, 4]")]
+    #[should_panic(
+        expected = "SoftMaxLayer: expected an input of shape (n_b, k) with k ≥ 1, got [2, 3, 4]"
+    )]
     fn non_matrix_input_panics() {
         SoftMaxLayer::<f32>::new().forward(ArrayD::zeros(vec![2, 3, 4]).view());
     }
