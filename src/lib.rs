@@ -35,6 +35,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod float;

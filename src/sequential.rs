@@ -45,6 +45,11 @@ impl<F: Float> Sequential<F> {
         &mut self.layers
     }
 
+    /// The loss layer (to inspect the last loss, for example [`CrossEntropyLayer::infinite_terms`]).
+    pub fn loss_layer(&self) -> &CrossEntropyLayer<F> {
+        &self.loss
+    }
+
     /// Total number of trainable scalars.
     pub fn num_params(&self) -> usize {
         self.layers.iter().map(|l| l.num_params()).sum()

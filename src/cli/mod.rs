@@ -1,7 +1,10 @@
 //! Command-line interface: argument parsing and one module per subcommand.
 
 mod data;
+mod eval;
 mod gradcheck;
+mod plots;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -16,6 +19,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a network (default: the lab's, on the seed's 3 CIFAR-100 classes) and save plots, metrics and weights.
+    Train(train::TrainArgs),
+    /// Test accuracy, per-class accuracy and confusion matrix of a trained model.
+    Eval(eval::EvalArgs),
+    /// Classify PNG or JPEG images with a trained model.
+    Predict(eval::PredictArgs),
     /// Check every layer's hand-written gradients against numerical differences.
     Gradcheck(gradcheck::Args),
     /// Download a data set (with checksum) into the data folder.
@@ -30,6 +39,9 @@ enum Command {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run_eval(args),
+        Command::Predict(args) => eval::run_predict(args),
         Command::Gradcheck(args) => gradcheck::run(args),
         Command::Download(args) => data::run_download(args),
         Command::Classes(args) => data::run_classes(args),

@@ -233,17 +233,18 @@ impl<'a> Parser<'a> {
     fn global(&mut self) -> Result<Value, PickleError> {
         let module = self.line()?;
         let name = self.line()?;
-        let g =
-            match (module, name) {
-                ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => {
-                    NumpyGlobal::Reconstruct
-                }
-                ("numpy", "ndarray") => NumpyGlobal::NdArray,
-                ("numpy", "dtype") => NumpyGlobal::Dtype,
-                _ => return self.fail(format!(
+        let g = match (module, name) {
+            ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => {
+                NumpyGlobal::Reconstruct
+            }
+            ("numpy", "ndarray") => NumpyGlobal::NdArray,
+            ("numpy", "dtype") => NumpyGlobal::Dtype,
+            _ => {
+                return self.fail(format!(
                     "refusing global {module}.{name}: only numpy array reconstruction is allowed"
-                )),
-            };
+                ))
+            }
+        };
         Ok(Value::Global(g))
     }
 

@@ -23,12 +23,23 @@ use ndarray::{Array2, ArrayView2, Zip};
 #[derive(Default)]
 pub struct CrossEntropyLayer<F: Float> {
     cache: Option<(Array2<F>, Array2<F>)>,
+    infinite_terms: usize,
 }
 
 impl<F: Float> CrossEntropyLayer<F> {
     /// A cross-entropy loss.
     pub fn new() -> Self {
-        Self { cache: None }
+        Self {
+            cache: None,
+            infinite_terms: 0,
+        }
+    }
+
+    /// How many target probabilities of the last `forward` were exactly 0 (or below): the
+    /// unclipped loss is infinite for them. A healthy network never gets there; a
+    /// diverging one (too large a learning rate) does.
+    pub fn infinite_terms(&self) -> usize {
+        self.infinite_terms
     }
 
     /// The loss of probabilities `x` against targets `target`, both `(n_b, k)`.
@@ -44,7 +55,11 @@ impl<F: Float> CrossEntropyLayer<F> {
             target.shape()
         );
         let n_b = x.nrows();
-        let clipped = x.mapv(|v| v.max(F::epsilon()));
+        // NaN stays NaN (`max` would hide it); everything else is clipped to ε.
+        let clipped = x.mapv(|v| if v.is_nan() { v } else { v.max(F::epsilon()) });
+        self.infinite_terms = Zip::from(&x).and(&target).fold(0, |n, &p, &t| {
+            n + usize::from(t > F::zero() && p <= F::zero())
+        });
         let total = Zip::from(&clipped)
             .and(&target)
             .fold(F::zero(), |acc, &p, &t| acc - t * p.ln());
@@ -82,6 +97,19 @@ mod tests {
         assert!(loss.is_finite());
         assert!((loss - -(f32::EPSILON.ln())).abs() < 1e-5);
         assert!(ce.backward().iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn zero_target_probability_is_counted_and_nan_is_not_hidden() {
+        let mut ce = CrossEntropyLayer::<f64>::new();
+        ce.forward(
+            array![[0.0, 1.0], [0.0, 1.0]].view(),
+            array![[1.0, 0.0], [0.0, 1.0]].view(),
+        );
+        assert_eq!(ce.infinite_terms(), 1);
+        assert!(ce
+            .forward(array![[f64::NAN, 1.0]].view(), array![[1.0, 0.0]].view())
+            .is_nan());
     }
 
     #[test]
