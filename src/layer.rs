@@ -32,6 +32,12 @@ pub trait Layer<F: Float>: Send {
     /// If called before `forward`, or if `y_grad` does not have the shape of the last output.
     fn backward(&mut self, y_grad: ArrayViewD<'_, F>) -> ArrayD<F>;
 
+    /// Like [`Layer::backward`] for a layer whose input gradient nobody needs (the first
+    /// layer of a network): stores the parameter gradients and may skip computing dℓ/dx.
+    fn backward_params(&mut self, y_grad: ArrayViewD<'_, F>) {
+        self.backward(y_grad);
+    }
+
     /// Plain SGD, `θ ← θ − lr · dℓ/dθ`, for every parameter; a no-op for layers without any.
     fn update_param(&mut self, lr: F) {
         for mut p in self.params_mut() {

@@ -105,6 +105,21 @@ impl<F: Float> Sequential<F> {
         grad
     }
 
+    /// Back-propagates like [`Self::backward`] but skips dℓ/dx of the first layer, which
+    /// training does not need (for a first convolution that is a third of its backward work).
+    pub fn backward_params(&mut self) {
+        let mut grad = self.loss.backward().into_dyn();
+        let n = self.layers.len();
+        for (i, layer) in self.layers.iter_mut().enumerate().rev() {
+            if i == 0 {
+                layer.backward_params(grad.view());
+                break;
+            }
+            grad = layer.backward(grad.view());
+        }
+        debug_assert!(n == 0 || grad.ndim() > 0);
+    }
+
     /// One SGD step on every layer: `θ ← θ − lr · dℓ/dθ`.
     pub fn update_param(&mut self, lr: F) {
         for layer in &mut self.layers {
@@ -115,7 +130,7 @@ impl<F: Float> Sequential<F> {
     /// Trains on one batch (forward, backward, update) and returns its loss before the update.
     pub fn train_batch(&mut self, x: ArrayViewD<'_, F>, target: ArrayView2<'_, F>, lr: F) -> F {
         let loss = self.forward_loss(x, target);
-        self.backward();
+        self.backward_params();
         self.update_param(lr);
         loss
     }

@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and one module per subcommand.
 
+mod bench;
 mod data;
 mod eval;
 mod gradcheck;
@@ -25,6 +26,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Classify PNG or JPEG images with a trained model.
     Predict(eval::PredictArgs),
+    /// Time the lab network per layer and per step (1 and 2 threads), as a table and JSON.
+    Bench(bench::BenchArgs),
     /// Check every layer's hand-written gradients against numerical differences.
     Gradcheck(gradcheck::Args),
     /// Download a data set (with checksum) into the data folder.
@@ -43,6 +46,7 @@ pub fn run() -> ExitCode {
         Command::Eval(args) => eval::run_eval(args),
         Command::Predict(args) => eval::run_predict(args),
         Command::Gradcheck(args) => gradcheck::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Download(args) => data::run_download(args),
         Command::Classes(args) => data::run_classes(args),
         Command::Synth(args) => data::run_synth(args),

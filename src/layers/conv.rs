@@ -107,6 +107,96 @@ impl<F: Float> ConvLayer<F> {
     }
 }
 
+impl<F: Float> ConvLayer<F> {
+    /// The backward pass; dℓ/dx only if `want_x_grad` (the first layer does not need it).
+    fn backward_impl(&mut self, y_grad: ArrayViewD<'_, F>, want_x_grad: bool) -> Option<ArrayD<F>> {
+        let name = self.name();
+        let (n_o, n_i, h) = self.dims();
+        let Some(input) = &self.input else {
+            missing_forward(&name)
+        };
+        let (n_b, _, rows, cols) = input.dim();
+        expect_grad_shape(&name, &[n_b, n_o, rows, cols], y_grad.shape());
+        let g = ConvGeometry {
+            channels: n_i,
+            rows,
+            cols,
+            h,
+        };
+        assert_eq!(
+            input.shape()[1],
+            n_i,
+            "{name}: weights changed shape between forward and backward"
+        );
+        let (k, p) = (g.patch_len(), g.pixels());
+        let (in_len, out_len) = (g.image_len(), n_o * p);
+        let mut x_grad = want_x_grad.then(|| ArrayD::<F>::zeros(input.shape()));
+        if self.w_grad.dim() != self.w.dim() {
+            self.w_grad = Array4::zeros(self.w.raw_dim());
+        }
+        self.w_grad.fill(F::zero());
+        self.b_grad = Array2::zeros((1, n_o));
+        if n_b == 0 || in_len == 0 {
+            return x_grad;
+        }
+        let tasks = n_b.div_ceil(IMAGES_PER_TASK);
+        prepare_scratch(&mut self.scratch, tasks, &g, n_o);
+        let dy = y_grad.as_standard_layout();
+        let dy_all = dy.as_slice().expect("standard layout");
+        let w = self.w.as_standard_layout();
+        let w_mat = MatRef::row_major(w.as_slice().expect("standard layout"), n_o, k);
+        let x_all = input.as_slice().expect("standard layout");
+        let dx_tasks: Vec<Option<&mut [F]>> = match &mut x_grad {
+            Some(dx) => dx
+                .as_slice_mut()
+                .expect("fresh array")
+                .chunks_mut(IMAGES_PER_TASK * in_len)
+                .map(Some)
+                .collect(),
+            None => (0..tasks).map(|_| None).collect(),
+        };
+        dx_tasks
+            .into_par_iter()
+            .zip(dy_all.par_chunks(IMAGES_PER_TASK * out_len))
+            .zip(x_all.par_chunks(IMAGES_PER_TASK * in_len))
+            .zip(self.scratch.par_iter_mut())
+            .for_each(|(((dx_task, dy_task), x_task), s)| {
+                s.b_grad.fill(F::zero());
+                let mut dx_task = dx_task;
+                let images = dy_task
+                    .chunks_exact(out_len)
+                    .zip(x_task.chunks_exact(in_len));
+                for (j, (dy_n, x_n)) in images.enumerate() {
+                    let dy_mat = MatRef::row_major(dy_n, n_o, p);
+                    im2col(x_n, &g, &mut s.x_col);
+                    // dW += dY · X_colᵀ
+                    matmul(
+                        dy_mat,
+                        MatRef::row_major(&s.x_col, k, p).t(),
+                        &mut s.w_grad,
+                        j > 0,
+                    );
+                    for (acc, row) in s.b_grad.iter_mut().zip(dy_n.chunks_exact(p)) {
+                        *acc += row.iter().copied().sum::<F>();
+                    }
+                    // dX_col = Wᵀ · dY, then scatter back onto the pixels.
+                    if let Some(dx) = dx_task.as_deref_mut() {
+                        matmul(w_mat.t(), dy_mat, &mut s.d_col, false);
+                        col2im(&s.d_col, &g, &mut dx[j * in_len..(j + 1) * in_len]);
+                    }
+                }
+            });
+        // Reduce the per-task partial sums in task order: same bits for any thread count.
+        let w_grad = self.w_grad.as_slice_mut().expect("standard layout");
+        let b_grad = self.b_grad.as_slice_mut().expect("standard layout");
+        for s in &self.scratch[..tasks] {
+            w_grad.iter_mut().zip(&s.w_grad).for_each(|(a, v)| *a += *v);
+            b_grad.iter_mut().zip(&s.b_grad).for_each(|(a, v)| *a += *v);
+        }
+        x_grad
+    }
+}
+
 /// Grows `scratch` to `tasks` entries, each sized for `g` and `n_o` filters.
 fn prepare_scratch<F: Float>(
     scratch: &mut Vec<TaskScratch<F>>,
@@ -188,81 +278,11 @@ impl<F: Float> Layer<F> for ConvLayer<F> {
     /// `y_grad: (n_b, n_o, n_r, n_c)` → `x_grad: (n_b, n_i, n_r, n_c)`; sets
     /// `w_grad: (n_o, n_i, h, h)` and `b_grad: (1, n_o)`.
     fn backward(&mut self, y_grad: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let name = self.name();
-        let (n_o, n_i, h) = self.dims();
-        let Some(input) = &self.input else {
-            missing_forward(&name)
-        };
-        let (n_b, _, rows, cols) = input.dim();
-        expect_grad_shape(&name, &[n_b, n_o, rows, cols], y_grad.shape());
-        let g = ConvGeometry {
-            channels: n_i,
-            rows,
-            cols,
-            h,
-        };
-        assert_eq!(
-            input.shape()[1],
-            n_i,
-            "{name}: weights changed shape between forward and backward"
-        );
-        let (k, p) = (g.patch_len(), g.pixels());
-        let (in_len, out_len) = (g.image_len(), n_o * p);
-        let mut x_grad = ArrayD::<F>::zeros(input.shape());
-        if self.w_grad.dim() != self.w.dim() {
-            self.w_grad = Array4::zeros(self.w.raw_dim());
-        }
-        self.w_grad.fill(F::zero());
-        self.b_grad = Array2::zeros((1, n_o));
-        if n_b == 0 || in_len == 0 {
-            return x_grad;
-        }
-        let tasks = n_b.div_ceil(IMAGES_PER_TASK);
-        prepare_scratch(&mut self.scratch, tasks, &g, n_o);
-        let dy = y_grad.as_standard_layout();
-        let dy_all = dy.as_slice().expect("standard layout");
-        let w = self.w.as_standard_layout();
-        let w_mat = MatRef::row_major(w.as_slice().expect("standard layout"), n_o, k);
-        let x_all = input.as_slice().expect("standard layout");
-        x_grad
-            .as_slice_mut()
-            .expect("fresh array")
-            .par_chunks_mut(IMAGES_PER_TASK * in_len)
-            .zip(dy_all.par_chunks(IMAGES_PER_TASK * out_len))
-            .zip(x_all.par_chunks(IMAGES_PER_TASK * in_len))
-            .zip(self.scratch.par_iter_mut())
-            .for_each(|(((dx_task, dy_task), x_task), s)| {
-                s.b_grad.fill(F::zero());
-                let images = dx_task
-                    .chunks_exact_mut(in_len)
-                    .zip(dy_task.chunks_exact(out_len))
-                    .zip(x_task.chunks_exact(in_len));
-                for (j, ((dx_n, dy_n), x_n)) in images.enumerate() {
-                    let dy_mat = MatRef::row_major(dy_n, n_o, p);
-                    im2col(x_n, &g, &mut s.x_col);
-                    // dW += dY · X_colᵀ
-                    matmul(
-                        dy_mat,
-                        MatRef::row_major(&s.x_col, k, p).t(),
-                        &mut s.w_grad,
-                        j > 0,
-                    );
-                    for (acc, row) in s.b_grad.iter_mut().zip(dy_n.chunks_exact(p)) {
-                        *acc += row.iter().copied().sum::<F>();
-                    }
-                    // dX_col = Wᵀ · dY, then scatter back onto the pixels.
-                    matmul(w_mat.t(), dy_mat, &mut s.d_col, false);
-                    col2im(&s.d_col, &g, dx_n);
-                }
-            });
-        // Reduce the per-task partial sums in task order: same bits for any thread count.
-        let w_grad = self.w_grad.as_slice_mut().expect("standard layout");
-        let b_grad = self.b_grad.as_slice_mut().expect("standard layout");
-        for s in &self.scratch[..tasks] {
-            w_grad.iter_mut().zip(&s.w_grad).for_each(|(a, v)| *a += *v);
-            b_grad.iter_mut().zip(&s.b_grad).for_each(|(a, v)| *a += *v);
-        }
-        x_grad
+        self.backward_impl(y_grad, true).expect("x_grad requested")
+    }
+
+    fn backward_params(&mut self, y_grad: ArrayViewD<'_, F>) {
+        self.backward_impl(y_grad, false);
     }
 
     fn params_mut(&mut self) -> Vec<Param<'_, F>> {
@@ -465,6 +485,19 @@ mod tests {
         assert_eq!(conv.w_grad, w1);
         assert_eq!(conv.b_grad, b1);
         assert!(w1.iter().any(|&v| v != 0.0));
+    }
+
+    #[test]
+    fn backward_params_gives_the_same_parameter_gradients() {
+        let mut conv = ConvLayer::<f64>::new(3, 4, 3, &mut rng(4));
+        let x = random4((6, 3, 5, 4), 5);
+        let dy = random4((6, 4, 5, 4), 6);
+        conv.forward(x.view().into_dyn());
+        conv.backward(dy.view().into_dyn());
+        let (w, b) = (conv.w_grad.clone(), conv.b_grad.clone());
+        conv.w_grad.fill(7.0);
+        conv.backward_params(dy.view().into_dyn());
+        assert_eq!((conv.w_grad.clone(), conv.b_grad.clone()), (w, b));
     }
 
     #[test]

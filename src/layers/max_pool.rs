@@ -22,14 +22,16 @@
 
 use crate::layer::{expect_grad_shape, expect_shape, missing_forward};
 use crate::{Float, Layer, ShapeError};
-use ndarray::{Array4, ArrayD, ArrayViewD, Ix4};
+use ndarray::{ArrayD, ArrayViewD};
 use rayon::prelude::*;
 
 /// Max pooling: `(n_b, c, n_r, n_c) → (n_b, c, ⌊n_r/k⌋, ⌊n_c/k⌋)`.
 pub struct MaxPoolLayer<F: Float> {
     size: usize,
-    /// The last input and output, contiguous.
-    cache: Option<(Array4<F>, ArrayD<F>)>,
+    /// From the last forward: the input shape, and for every input element whether it
+    /// equals its window's maximum (1) or not (0). One byte per input instead of a copy.
+    cache: Option<(Vec<usize>, Vec<u8>)>,
+    _float: std::marker::PhantomData<F>,
 }
 
 impl<F: Float> MaxPoolLayer<F> {
@@ -39,7 +41,11 @@ impl<F: Float> MaxPoolLayer<F> {
     /// If `size` is zero.
     pub fn new(size: usize) -> Self {
         assert!(size > 0, "MaxPoolLayer::new: size must be positive");
-        Self { size, cache: None }
+        Self {
+            size,
+            cache: None,
+            _float: std::marker::PhantomData,
+        }
     }
 
     /// The window size `k`.
@@ -48,10 +54,31 @@ impl<F: Float> MaxPoolLayer<F> {
     }
 }
 
-/// Iterates over the `k × k` window of output pixel `(r, q)` in an input plane with
-/// `cols` columns, yielding flat input indices.
-fn window(r: usize, q: usize, k: usize, cols: usize) -> impl Iterator<Item = usize> {
-    (0..k).flat_map(move |a| (0..k).map(move |b| (k * r + a) * cols + k * q + b))
+/// Pools one `rows × cols` plane into `y` (`⌊rows/k⌋ × ⌊cols/k⌋`) and marks the maxima in `mask`.
+fn pool_plane<F: Float>(x: &[F], cols: usize, k: usize, y: &mut [F], mask: &mut [u8]) {
+    let out_c = cols / k;
+    mask.fill(0);
+    for (r, y_row) in y.chunks_exact_mut(out_c).enumerate() {
+        let rows = &x[r * k * cols..(r * k + k) * cols];
+        for (q, y_v) in y_row.iter_mut().enumerate() {
+            let mut m = F::neg_infinity();
+            for a in 0..k {
+                for &v in &rows[a * cols + q * k..a * cols + q * k + k] {
+                    m = if v > m { v } else { m };
+                }
+            }
+            *y_v = m;
+            for a in 0..k {
+                let base = (r * k + a) * cols + q * k;
+                for (b, &v) in rows[a * cols + q * k..a * cols + q * k + k]
+                    .iter()
+                    .enumerate()
+                {
+                    mask[base + b] = u8::from(v == m);
+                }
+            }
+        }
+    }
 }
 
 impl<F: Float> Layer<F> for MaxPoolLayer<F> {
@@ -59,31 +86,29 @@ impl<F: Float> Layer<F> for MaxPoolLayer<F> {
     /// `x: (n_b, c, n_r, n_c)` → `y: (n_b, c, ⌊n_r/k⌋, ⌊n_c/k⌋)`.
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let out_shape = expect_shape(self, x.shape());
-        let x = x
-            .into_dimensionality::<Ix4>()
-            .expect("checked by output_shape");
-        let (k, cols) = (self.size, x.dim().3);
-        let (out_r, out_c) = (out_shape[2], out_shape[3]);
-        let x = x.as_standard_layout().into_owned();
-        let mut y = ArrayD::<F>::zeros(out_shape);
-        let plane_in = x.shape()[2] * cols;
-        if y.is_empty() {
-            self.cache = Some((x, y.clone()));
-            return y;
-        }
+        let k = self.size;
+        let (rows, cols) = (x.shape()[2], x.shape()[3]);
+        let x = x.as_standard_layout();
+        let mut y = ArrayD::<F>::zeros(out_shape.clone());
+        let mut mask = match self.cache.take() {
+            Some((_, mut m)) => {
+                m.resize(x.len(), 0);
+                m
+            }
+            None => vec![0u8; x.len()],
+        };
+        let out_plane = out_shape[2] * out_shape[3];
         y.as_slice_mut()
             .expect("fresh array")
-            .par_chunks_mut(out_r * out_c)
-            .zip(x.as_slice().expect("standard layout").par_chunks(plane_in))
-            .for_each(|(y_p, x_p)| {
-                for (i, y_v) in y_p.iter_mut().enumerate() {
-                    let (r, q) = (i / out_c, i % out_c);
-                    *y_v = window(r, q, k, cols)
-                        .map(|j| x_p[j])
-                        .fold(F::neg_infinity(), F::max);
-                }
-            });
-        self.cache = Some((x, y.clone()));
+            .par_chunks_mut(out_plane)
+            .zip(
+                x.as_slice()
+                    .expect("standard layout")
+                    .par_chunks(rows * cols),
+            )
+            .zip(mask.par_chunks_mut(rows * cols))
+            .for_each(|((y_p, x_p), m_p)| pool_plane(x_p, cols, k, y_p, m_p));
+        self.cache = Some((x.shape().to_vec(), mask));
         y
     }
 
@@ -91,39 +116,35 @@ impl<F: Float> Layer<F> for MaxPoolLayer<F> {
     /// `y_grad: (n_b, c, ⌊n_r/k⌋, ⌊n_c/k⌋)` → `x_grad: (n_b, c, n_r, n_c)`.
     fn backward(&mut self, y_grad: ArrayViewD<'_, F>) -> ArrayD<F> {
         let name = self.name();
-        let Some((x, y)) = &self.cache else {
+        let Some((shape, mask)) = &self.cache else {
             missing_forward(&name)
         };
-        expect_grad_shape(&name, y.shape(), y_grad.shape());
         let k = self.size;
-        let (_, _, rows, cols) = x.dim();
-        let out_c = y.shape()[3];
-        let out_plane = y.shape()[2] * out_c;
-        let mut x_grad = ArrayD::<F>::zeros(x.shape());
-        if y.is_empty() {
-            return x_grad;
-        }
+        let (rows, cols) = (shape[2], shape[3]);
+        let (out_r, out_c) = (rows / k, cols / k);
+        expect_grad_shape(&name, &[shape[0], shape[1], out_r, out_c], y_grad.shape());
+        let mut x_grad = ArrayD::<F>::zeros(shape.clone());
         let dy = y_grad.as_standard_layout();
         x_grad
             .as_slice_mut()
             .expect("fresh array")
             .par_chunks_mut(rows * cols)
-            .zip(
-                x.as_slice()
-                    .expect("standard layout")
-                    .par_chunks(rows * cols),
-            )
-            .zip(y.as_slice().expect("standard layout").par_chunks(out_plane))
+            .zip(mask.par_chunks(rows * cols))
             .zip(
                 dy.as_slice()
                     .expect("standard layout")
-                    .par_chunks(out_plane),
+                    .par_chunks(out_r * out_c),
             )
-            .for_each(|(((dx_p, x_p), y_p), dy_p)| {
-                for (i, (&m, &g)) in y_p.iter().zip(dy_p).enumerate() {
-                    for j in window(i / out_c, i % out_c, k, cols) {
-                        if x_p[j] == m {
-                            dx_p[j] = g;
+            .for_each(|((dx_p, m_p), dy_p)| {
+                for (r, dy_row) in dy_p.chunks_exact(out_c).enumerate() {
+                    for a in 0..k {
+                        let row = (r * k + a) * cols;
+                        for (q, &g) in dy_row.iter().enumerate() {
+                            for j in row + q * k..row + q * k + k {
+                                if m_p[j] != 0 {
+                                    dx_p[j] = g;
+                                }
+                            }
                         }
                     }
                 }
@@ -152,6 +173,7 @@ impl<F: Float> Layer<F> for MaxPoolLayer<F> {
 mod tests {
     use super::*;
     use crate::gradcheck::{Difference, GradCheck};
+    use ndarray::Array4;
     use rand::{Rng, SeedableRng};
 
     fn random4(shape: (usize, usize, usize, usize), seed: u64) -> Array4<f64> {

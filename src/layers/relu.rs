@@ -15,18 +15,32 @@
 
 use crate::layer::{expect_grad_shape, missing_forward};
 use crate::{Float, Layer, ShapeError};
-use ndarray::{ArrayD, ArrayViewD, Zip};
+use ndarray::{ArrayD, ArrayViewD};
+use rayon::prelude::*;
+
+/// Elements per parallel task: large enough to amortise scheduling.
+const CHUNK: usize = 1 << 15;
 
 /// Elementwise ReLU.
-#[derive(Default)]
 pub struct ReluLayer<F: Float> {
-    input: Option<ArrayD<F>>,
+    /// From the last forward: the input shape and `[x > 0]` per element.
+    mask: Option<(Vec<usize>, Vec<bool>)>,
+    _float: std::marker::PhantomData<F>,
+}
+
+impl<F: Float> Default for ReluLayer<F> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<F: Float> ReluLayer<F> {
     /// A ReLU layer.
     pub fn new() -> Self {
-        Self { input: None }
+        Self {
+            mask: None,
+            _float: std::marker::PhantomData,
+        }
     }
 }
 
@@ -34,21 +48,45 @@ impl<F: Float> Layer<F> for ReluLayer<F> {
     /// # Shapes
     /// Any shape; `y` has the shape of `x`.
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let y = x.mapv(|v| if v > F::zero() { v } else { F::zero() });
-        self.input = Some(x.into_owned());
+        let x = x.as_standard_layout();
+        let mut y = ArrayD::<F>::zeros(x.shape());
+        let mut mask = self.mask.take().map(|(_, m)| m).unwrap_or_default();
+        mask.resize(x.len(), false);
+        y.as_slice_mut()
+            .expect("fresh array")
+            .par_chunks_mut(CHUNK)
+            .zip(x.as_slice().expect("standard layout").par_chunks(CHUNK))
+            .zip(mask.par_chunks_mut(CHUNK))
+            .for_each(|((y, x), m)| {
+                for ((y, &x), m) in y.iter_mut().zip(x).zip(m) {
+                    *m = x > F::zero();
+                    *y = if *m { x } else { F::zero() };
+                }
+            });
+        self.mask = Some((x.shape().to_vec(), mask));
         y
     }
 
     /// # Shapes
     /// `y_grad` has the shape of the last input; so does `x_grad`.
     fn backward(&mut self, y_grad: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let Some(x) = &self.input else {
+        let Some((shape, mask)) = &self.mask else {
             missing_forward("ReluLayer")
         };
-        expect_grad_shape("ReluLayer", x.shape(), y_grad.shape());
-        Zip::from(x)
-            .and(&y_grad)
-            .map_collect(|&x, &g| if x > F::zero() { g } else { F::zero() })
+        expect_grad_shape("ReluLayer", shape, y_grad.shape());
+        let dy = y_grad.as_standard_layout();
+        let mut dx = ArrayD::<F>::zeros(shape.clone());
+        dx.as_slice_mut()
+            .expect("fresh array")
+            .par_chunks_mut(CHUNK)
+            .zip(dy.as_slice().expect("standard layout").par_chunks(CHUNK))
+            .zip(mask.par_chunks(CHUNK))
+            .for_each(|((dx, dy), m)| {
+                for ((dx, &g), &m) in dx.iter_mut().zip(dy).zip(m) {
+                    *dx = if m { g } else { F::zero() };
+                }
+            });
+        dx
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>, ShapeError> {
