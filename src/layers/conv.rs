@@ -10,7 +10,7 @@
 //! - `dx[n,i] = Σ_o dy[n,o] ∗ W[o,i]` (full convolution, cropped to the input)
 //!
 //! The fast path lowers each image to a matrix with [`im2col`] and does one GEMM per image
-//! and product (`Y = W·X_col`, `dW += dY·X_colᵀ`, `dX_col = Wᵀ·dY`), in parallel over
+//! and product (`Y = W·X_col`, `dWᵀ += X_col·dYᵀ`, `dX_col = Wᵀ·dY`), in parallel over
 //! images; [`crate::kernels::reference`] holds the plain loops it is tested against.
 //!
 //! ```
@@ -60,7 +60,8 @@ pub struct ConvLayer<F: Float> {
 struct TaskScratch<F> {
     x_col: Vec<F>,
     d_col: Vec<F>,
-    w_grad: Vec<F>,
+    /// dWᵀ of the task, `(n_i·h·h) × n_o`.
+    w_grad_t: Vec<F>,
     b_grad: Vec<F>,
 }
 
@@ -169,13 +170,9 @@ impl<F: Float> ConvLayer<F> {
                 for (j, (dy_n, x_n)) in images.enumerate() {
                     let dy_mat = MatRef::row_major(dy_n, n_o, p);
                     im2col(x_n, &g, &mut s.x_col);
-                    // dW += dY · X_colᵀ
-                    matmul(
-                        dy_mat,
-                        MatRef::row_major(&s.x_col, k, p).t(),
-                        &mut s.w_grad,
-                        j > 0,
-                    );
+                    // dWᵀ += X_col · dYᵀ (the transposed product runs faster in the GEMM
+                    // kernels than dY · X_colᵀ: both operands stream along the pixels).
+                    matmul(MatRef::row_major(&s.x_col, k, p), dy_mat.t(), &mut s.w_grad_t, j > 0);
                     for (acc, row) in s.b_grad.iter_mut().zip(dy_n.chunks_exact(p)) {
                         *acc += row.iter().copied().sum::<F>();
                     }
@@ -190,7 +187,9 @@ impl<F: Float> ConvLayer<F> {
         let w_grad = self.w_grad.as_slice_mut().expect("standard layout");
         let b_grad = self.b_grad.as_slice_mut().expect("standard layout");
         for s in &self.scratch[..tasks] {
-            w_grad.iter_mut().zip(&s.w_grad).for_each(|(a, v)| *a += *v);
+            for (o, row) in w_grad.chunks_exact_mut(k).enumerate() {
+                row.iter_mut().zip(s.w_grad_t[o..].iter().step_by(n_o)).for_each(|(a, v)| *a += *v);
+            }
             b_grad.iter_mut().zip(&s.b_grad).for_each(|(a, v)| *a += *v);
         }
         x_grad
@@ -211,7 +210,7 @@ fn prepare_scratch<F: Float>(
     for s in scratch.iter_mut().take(tasks) {
         s.x_col.resize(col_len, F::zero());
         s.d_col.resize(col_len, F::zero());
-        s.w_grad.resize(n_o * g.patch_len(), F::zero());
+        s.w_grad_t.resize(n_o * g.patch_len(), F::zero());
         s.b_grad.resize(n_o, F::zero());
     }
 }

@@ -54,27 +54,82 @@ impl<F: Float> MaxPoolLayer<F> {
     }
 }
 
-/// Pools one `rows × cols` plane into `y` (`⌊rows/k⌋ × ⌊cols/k⌋`) and marks the maxima in `mask`.
+/// Pools one `rows × cols` plane into `y` (`⌊rows/k⌋ × ⌊cols/k⌋`) and marks the maxima in
+/// `mask` (1 where an input equals its window's maximum, else 0).
 fn pool_plane<F: Float>(x: &[F], cols: usize, k: usize, y: &mut [F], mask: &mut [u8]) {
+    if k == 2 {
+        return pool_plane_2x2(x, cols, y, mask);
+    }
     let out_c = cols / k;
     mask.fill(0);
     for (r, y_row) in y.chunks_exact_mut(out_c).enumerate() {
-        let rows = &x[r * k * cols..(r * k + k) * cols];
         for (q, y_v) in y_row.iter_mut().enumerate() {
+            let window = |a: usize| (r * k + a) * cols + q * k..(r * k + a) * cols + q * k + k;
             let mut m = F::neg_infinity();
             for a in 0..k {
-                for &v in &rows[a * cols + q * k..a * cols + q * k + k] {
+                for &v in &x[window(a)] {
                     m = if v > m { v } else { m };
                 }
             }
             *y_v = m;
             for a in 0..k {
-                let base = (r * k + a) * cols + q * k;
-                for (b, &v) in rows[a * cols + q * k..a * cols + q * k + k]
-                    .iter()
-                    .enumerate()
-                {
-                    mask[base + b] = u8::from(v == m);
+                for j in window(a) {
+                    mask[j] = u8::from(x[j] == m);
+                }
+            }
+        }
+    }
+}
+
+/// The lab's case, `k = 2`, with the four window values in registers.
+fn pool_plane_2x2<F: Float>(x: &[F], cols: usize, y: &mut [F], mask: &mut [u8]) {
+    let out_c = cols / 2;
+    if cols % 2 == 1 {
+        mask.fill(0); // the last column is in no window
+    }
+    for (r, y_row) in y.chunks_exact_mut(out_c).enumerate() {
+        let (top, bottom) = x[2 * r * cols..(2 * r + 2) * cols].split_at(cols);
+        let (m_top, m_bottom) = mask[2 * r * cols..(2 * r + 2) * cols].split_at_mut(cols);
+        for (q, y_v) in y_row.iter_mut().enumerate() {
+            let (a, b, c, d) = (top[2 * q], top[2 * q + 1], bottom[2 * q], bottom[2 * q + 1]);
+            let ab = if b > a { b } else { a };
+            let cd = if d > c { d } else { c };
+            let m = if cd > ab { cd } else { ab };
+            *y_v = m;
+            m_top[2 * q] = u8::from(a == m);
+            m_top[2 * q + 1] = u8::from(b == m);
+            m_bottom[2 * q] = u8::from(c == m);
+            m_bottom[2 * q + 1] = u8::from(d == m);
+        }
+    }
+    // rows left over at the bottom are in no window
+    mask[2 * y.len() / out_c.max(1) * cols..].fill(0);
+}
+
+/// Sends each output gradient to the marked inputs of its window; `dx` starts at zero.
+fn unpool_plane<F: Float>(dy: &[F], mask: &[u8], cols: usize, k: usize, dx: &mut [F]) {
+    let out_c = cols / k;
+    if k == 2 {
+        for (r, dy_row) in dy.chunks_exact(out_c).enumerate() {
+            let (dx_top, dx_bottom) = dx[2 * r * cols..(2 * r + 2) * cols].split_at_mut(cols);
+            let (m_top, m_bottom) = mask[2 * r * cols..(2 * r + 2) * cols].split_at(cols);
+            for (q, &g) in dy_row.iter().enumerate() {
+                let pick = |m: u8| if m != 0 { g } else { F::zero() };
+                dx_top[2 * q] = pick(m_top[2 * q]);
+                dx_top[2 * q + 1] = pick(m_top[2 * q + 1]);
+                dx_bottom[2 * q] = pick(m_bottom[2 * q]);
+                dx_bottom[2 * q + 1] = pick(m_bottom[2 * q + 1]);
+            }
+        }
+        return;
+    }
+    for (r, dy_row) in dy.chunks_exact(out_c).enumerate() {
+        for a in 0..k {
+            let row = (r * k + a) * cols;
+            let (dx_row, m_row) = (&mut dx[row..row + out_c * k], &mask[row..row + out_c * k]);
+            for ((dx_w, m_w), &g) in dx_row.chunks_exact_mut(k).zip(m_row.chunks_exact(k)).zip(dy_row) {
+                for (d, &m) in dx_w.iter_mut().zip(m_w) {
+                    *d = if m != 0 { g } else { F::zero() };
                 }
             }
         }
@@ -135,20 +190,7 @@ impl<F: Float> Layer<F> for MaxPoolLayer<F> {
                     .expect("standard layout")
                     .par_chunks(out_r * out_c),
             )
-            .for_each(|((dx_p, m_p), dy_p)| {
-                for (r, dy_row) in dy_p.chunks_exact(out_c).enumerate() {
-                    for a in 0..k {
-                        let row = (r * k + a) * cols;
-                        for (q, &g) in dy_row.iter().enumerate() {
-                            for j in row + q * k..row + q * k + k {
-                                if m_p[j] != 0 {
-                                    dx_p[j] = g;
-                                }
-                            }
-                        }
-                    }
-                }
-            });
+            .for_each(|((dx_p, m_p), dy_p)| unpool_plane(dy_p, m_p, cols, k, dx_p));
         x_grad
     }
 
