@@ -34,7 +34,7 @@ pub struct TrainArgs {
     /// Seed: picks the classes as the lab does (np.random.seed), initialises and shuffles.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Explicit classes, by name or index (comma-separated), instead of the seeded draw.
+    /// Explicit classes, by name or index (comma-separated), or `all`, instead of the seeded draw.
     #[arg(long, value_delimiter = ',')]
     pub classes: Option<Vec<String>>,
     /// How many classes the seed draws [default: 3 for cifar100, all for the others].
@@ -169,6 +169,9 @@ fn load_data(args: &TrainArgs) -> Result<Dataset> {
 fn choose_classes(args: &TrainArgs, data: &Dataset) -> Result<Vec<usize>> {
     let total = data.class_names.len();
     if let Some(items) = &args.classes {
+        if items.len() == 1 && items[0] == "all" {
+            return Ok((0..total).collect());
+        }
         return Ok(Dataset::resolve_classes(&data.class_names, items)?);
     }
     let k = args

@@ -100,7 +100,7 @@ pub fn read_python_batch(
     let len = data.len();
     bytes.copy_within(data, 0);
     bytes.truncate(len);
-    bytes.shrink_to_fit();
+    // no shrink_to_fit: a reallocation would briefly hold the pixels twice
     ImageSet::new(bytes, labels, (3, 32, 32), classes, path)
 }
 

@@ -289,6 +289,59 @@ impl ImageSet {
         }
     }
 
+    /// Keeps only the images whose label is in `classes`, relabelled to their position
+    /// there, in place (no second copy of the pixels).
+    pub fn retain_classes(&mut self, classes: &[usize]) {
+        let n = self.image_len();
+        let mut kept = 0;
+        for i in 0..self.len() {
+            if let Some(new) = classes.iter().position(|&c| c == self.labels[i]) {
+                self.pixels.copy_within(i * n..(i + 1) * n, kept * n);
+                self.labels[kept] = new;
+                kept += 1;
+            }
+        }
+        self.pixels.truncate(kept * n);
+        self.labels.truncate(kept);
+    }
+
+    /// Moves a stratified, seeded validation hold-out out of this set, in place: the same
+    /// split as [`ImageSet::split_validation`], without copying the images that stay.
+    pub fn split_off_validation(&mut self, fraction: f64, seed: u64) -> ImageSet {
+        let held = self.held_out(fraction, seed);
+        let n = self.image_len();
+        let hold: Vec<usize> = (0..self.len()).filter(|&i| held[i]).collect();
+        let val = self.take(&hold);
+        let mut kept = 0;
+        for (i, &is_held) in held.iter().enumerate() {
+            if !is_held {
+                self.pixels.copy_within(i * n..(i + 1) * n, kept * n);
+                self.labels[kept] = self.labels[i];
+                kept += 1;
+            }
+        }
+        self.pixels.truncate(kept * n);
+        self.labels.truncate(kept);
+        val
+    }
+
+    /// Which images a stratified, seeded hold-out of `fraction` takes.
+    fn held_out(&self, fraction: f64, seed: u64) -> Vec<bool> {
+        let classes = self.labels.iter().copied().max().map_or(0, |m| m + 1);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut held = vec![false; self.len()];
+        for c in 0..classes {
+            let mut members: Vec<usize> =
+                (0..self.len()).filter(|&i| self.labels[i] == c).collect();
+            members.shuffle(&mut rng);
+            let k = (fraction * members.len() as f64).round() as usize;
+            for &i in &members[..k.min(members.len())] {
+                held[i] = true;
+            }
+        }
+        held
+    }
+
     /// The images `indices`, in that order.
     pub fn take(&self, indices: &[usize]) -> ImageSet {
         let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
@@ -353,6 +406,16 @@ impl Dataset {
         }
     }
 
+    /// Keeps only `classes`, relabelled 0..k in that order, in place.
+    pub fn retain_classes(&mut self, classes: &[usize]) {
+        self.train.retain_classes(classes);
+        self.test.retain_classes(classes);
+        self.class_names = classes
+            .iter()
+            .map(|&c| self.class_names[c].clone())
+            .collect();
+    }
+
     /// Resolves `--classes` items (names or indices) to class indices.
     pub fn resolve_classes(names: &[String], items: &[String]) -> Result<Vec<usize>, DataError> {
         let mut out = Vec::new();
@@ -411,6 +474,9 @@ mod tests {
 
     #[test]
     fn select_classes_relabels_in_the_given_order() {
+        let mut in_place = tiny();
+        in_place.retain_classes(&[2, 0]);
+        assert_eq!(in_place, tiny().select_classes(&[2, 0]));
         let s = tiny().select_classes(&[2, 0]);
         assert_eq!(s.labels, vec![1, 0, 1, 0]);
         assert_eq!(s.image(0), &[0, 255]);
@@ -433,7 +499,10 @@ mod tests {
         for c in 0..4 {
             assert_eq!(val.labels.iter().filter(|&&l| l == c).count(), 2);
         }
-        assert_eq!(set.split_validation(0.2, 1), (train, val));
+        assert_eq!(set.split_validation(0.2, 1), (train.clone(), val.clone()));
+        let mut in_place = set.clone();
+        assert_eq!(in_place.split_off_validation(0.2, 1), val);
+        assert_eq!(in_place, train);
         assert_eq!(set.split_validation(0.0, 1).1.len(), 0);
     }
 

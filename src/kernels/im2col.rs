@@ -54,18 +54,33 @@ impl ConvGeometry {
                 .flat_map(move |di| (0..h).map(move |dj| (i, di as isize - pad, dj as isize - pad)))
         })
     }
+}
 
-    /// The valid output-column range `[lo, hi)` for a column shift `s`: those `q` with
-    /// `0 ≤ q + s < cols`.
-    fn valid_cols(&self, s: isize) -> (usize, usize) {
-        let cols = self.cols as isize;
-        let lo = (-s).clamp(0, cols);
-        let hi = (cols - s).clamp(lo, cols);
-        (lo as usize, hi as usize)
+/// For a tap shifted by `(dr, dc)`: the flat shift `s = dr·cols + dc` and the range
+/// `[lo, hi)` of output pixels `p` whose source `p + s` lies inside the plane. Within that
+/// range, the pixels whose column wraps around (`q + dc` outside `0..cols`) still need
+/// zeroing; see [`wrapped_cols`].
+fn shifted_range(g: &ConvGeometry, dr: isize, dc: isize) -> (isize, usize, usize) {
+    let p = g.pixels() as isize;
+    let s = dr * g.cols as isize + dc;
+    let lo = (-s).clamp(0, p);
+    let hi = (p - s).clamp(lo, p);
+    (s, lo as usize, hi as usize)
+}
+
+/// The columns `[start, end)` of every row whose source column `q + dc` is outside the image.
+fn wrapped_cols(cols: usize, dc: isize) -> (usize, usize) {
+    if dc > 0 {
+        (cols.saturating_sub(dc as usize), cols)
+    } else {
+        (0, (-dc as usize).min(cols))
     }
 }
 
 /// Writes `X_col` (row-major `patch_len × pixels`) for one image `x` (`channels × rows × cols`).
+///
+/// Each row of `X_col` is the input plane shifted by the tap's offset, so it is built as one
+/// contiguous copy followed by zeroing the padded border.
 ///
 /// # Panics
 /// If the slices do not have the geometry's lengths.
@@ -76,31 +91,32 @@ pub fn im2col<F: Float>(x: &[F], g: &ConvGeometry, x_col: &mut [F]) {
         g.patch_len() * g.pixels(),
         "im2col: column buffer length"
     );
-    let (rows, cols, p) = (g.rows, g.cols, g.pixels());
+    let (cols, p) = (g.cols, g.pixels());
     for ((channel, dr, dc), out_row) in g.taps().zip(x_col.chunks_exact_mut(p)) {
         let plane = &x[channel * p..(channel + 1) * p];
-        let (lo, hi) = g.valid_cols(dc);
-        for (r, dst) in out_row.chunks_exact_mut(cols).enumerate() {
-            let sr = r as isize + dr;
-            if sr < 0 || sr >= rows as isize {
-                dst.fill(F::zero());
-                continue;
+        let (s, lo, hi) = shifted_range(g, dr, dc);
+        out_row[..lo].fill(F::zero());
+        out_row[hi..].fill(F::zero());
+        if lo < hi {
+            out_row[lo..hi]
+                .copy_from_slice(&plane[(lo as isize + s) as usize..(hi as isize + s) as usize]);
+        }
+        if dc != 0 {
+            let (start, end) = wrapped_cols(cols, dc);
+            for row in out_row.chunks_exact_mut(cols) {
+                row[start..end].fill(F::zero());
             }
-            let src = &plane[sr as usize * cols..(sr as usize + 1) * cols];
-            dst[..lo].fill(F::zero());
-            dst[hi..].fill(F::zero());
-            let (s_lo, s_hi) = ((lo as isize + dc) as usize, (hi as isize + dc) as usize);
-            dst[lo..hi].copy_from_slice(&src[s_lo..s_hi]);
         }
     }
 }
 
 /// The adjoint of [`im2col`]: `dx ← col2im(d_col)`, summing every entry of `d_col`
-/// onto the input pixel it was copied from. `dx` is overwritten.
+/// onto the input pixel it was copied from. `dx` is overwritten. `d_col` is used as
+/// scratch: its entries for padded positions are set to zero.
 ///
 /// # Panics
 /// If the slices do not have the geometry's lengths.
-pub fn col2im<F: Float>(d_col: &[F], g: &ConvGeometry, dx: &mut [F]) {
+pub fn col2im<F: Float>(d_col: &mut [F], g: &ConvGeometry, dx: &mut [F]) {
     assert_eq!(dx.len(), g.image_len(), "col2im: image length");
     assert_eq!(
         d_col.len(),
@@ -108,19 +124,20 @@ pub fn col2im<F: Float>(d_col: &[F], g: &ConvGeometry, dx: &mut [F]) {
         "col2im: column buffer length"
     );
     dx.fill(F::zero());
-    let (rows, cols, p) = (g.rows, g.cols, g.pixels());
-    for ((channel, dr, dc), col_row) in g.taps().zip(d_col.chunks_exact(p)) {
+    let (cols, p) = (g.cols, g.pixels());
+    for ((channel, dr, dc), col_row) in g.taps().zip(d_col.chunks_exact_mut(p)) {
         let plane = &mut dx[channel * p..(channel + 1) * p];
-        let (lo, hi) = g.valid_cols(dc);
-        for (r, src) in col_row.chunks_exact(cols).enumerate() {
-            let sr = r as isize + dr;
-            if sr < 0 || sr >= rows as isize {
-                continue;
+        let (s, lo, hi) = shifted_range(g, dr, dc);
+        if dc != 0 {
+            let (start, end) = wrapped_cols(cols, dc);
+            for row in col_row.chunks_exact_mut(cols) {
+                row[start..end].fill(F::zero());
             }
-            let dst = &mut plane[sr as usize * cols..(sr as usize + 1) * cols];
-            let (d_lo, d_hi) = ((lo as isize + dc) as usize, (hi as isize + dc) as usize);
-            for (d, s) in dst[d_lo..d_hi].iter_mut().zip(&src[lo..hi]) {
-                *d += *s;
+        }
+        if lo < hi {
+            let dst = &mut plane[(lo as isize + s) as usize..(hi as isize + s) as usize];
+            for (d, v) in dst.iter_mut().zip(&col_row[lo..hi]) {
+                *d += *v;
             }
         }
     }
@@ -183,7 +200,7 @@ mod tests {
         let mut xc = vec![0.0; c.len()];
         im2col(&x, &g, &mut xc);
         let mut ct = vec![0.0; x.len()];
-        col2im(&c, &g, &mut ct);
+        col2im(&mut c.clone(), &g, &mut ct);
         let lhs: f64 = xc.iter().zip(&c).map(|(a, b)| a * b).sum();
         let rhs: f64 = x.iter().zip(&ct).map(|(a, b)| a * b).sum();
         assert!((lhs - rhs).abs() < 1e-10, "{lhs} vs {rhs}");

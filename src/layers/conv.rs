@@ -172,14 +172,19 @@ impl<F: Float> ConvLayer<F> {
                     im2col(x_n, &g, &mut s.x_col);
                     // dWᵀ += X_col · dYᵀ (the transposed product runs faster in the GEMM
                     // kernels than dY · X_colᵀ: both operands stream along the pixels).
-                    matmul(MatRef::row_major(&s.x_col, k, p), dy_mat.t(), &mut s.w_grad_t, j > 0);
+                    matmul(
+                        MatRef::row_major(&s.x_col, k, p),
+                        dy_mat.t(),
+                        &mut s.w_grad_t,
+                        j > 0,
+                    );
                     for (acc, row) in s.b_grad.iter_mut().zip(dy_n.chunks_exact(p)) {
                         *acc += row.iter().copied().sum::<F>();
                     }
                     // dX_col = Wᵀ · dY, then scatter back onto the pixels.
                     if let Some(dx) = dx_task.as_deref_mut() {
                         matmul(w_mat.t(), dy_mat, &mut s.d_col, false);
-                        col2im(&s.d_col, &g, &mut dx[j * in_len..(j + 1) * in_len]);
+                        col2im(&mut s.d_col, &g, &mut dx[j * in_len..(j + 1) * in_len]);
                     }
                 }
             });
@@ -188,7 +193,9 @@ impl<F: Float> ConvLayer<F> {
         let b_grad = self.b_grad.as_slice_mut().expect("standard layout");
         for s in &self.scratch[..tasks] {
             for (o, row) in w_grad.chunks_exact_mut(k).enumerate() {
-                row.iter_mut().zip(s.w_grad_t[o..].iter().step_by(n_o)).for_each(|(a, v)| *a += *v);
+                row.iter_mut()
+                    .zip(s.w_grad_t[o..].iter().step_by(n_o))
+                    .for_each(|(a, v)| *a += *v);
             }
             b_grad.iter_mut().zip(&s.b_grad).for_each(|(a, v)| *a += *v);
         }

@@ -92,9 +92,7 @@ fn pool_plane_2x2<F: Float>(x: &[F], cols: usize, y: &mut [F], mask: &mut [u8]) 
         let (m_top, m_bottom) = mask[2 * r * cols..(2 * r + 2) * cols].split_at_mut(cols);
         for (q, y_v) in y_row.iter_mut().enumerate() {
             let (a, b, c, d) = (top[2 * q], top[2 * q + 1], bottom[2 * q], bottom[2 * q + 1]);
-            let ab = if b > a { b } else { a };
-            let cd = if d > c { d } else { c };
-            let m = if cd > ab { cd } else { ab };
+            let m = a.max(b).max(c.max(d));
             *y_v = m;
             m_top[2 * q] = u8::from(a == m);
             m_top[2 * q + 1] = u8::from(b == m);
@@ -114,7 +112,10 @@ fn unpool_plane<F: Float>(dy: &[F], mask: &[u8], cols: usize, k: usize, dx: &mut
             let (dx_top, dx_bottom) = dx[2 * r * cols..(2 * r + 2) * cols].split_at_mut(cols);
             let (m_top, m_bottom) = mask[2 * r * cols..(2 * r + 2) * cols].split_at(cols);
             for (q, &g) in dy_row.iter().enumerate() {
-                let pick = |m: u8| if m != 0 { g } else { F::zero() };
+                // Table lookup instead of a branch: which inputs are maxima is data-dependent
+                // and mispredicts badly.
+                let choice = [F::zero(), g];
+                let pick = |m: u8| choice[usize::from(m)];
                 dx_top[2 * q] = pick(m_top[2 * q]);
                 dx_top[2 * q + 1] = pick(m_top[2 * q + 1]);
                 dx_bottom[2 * q] = pick(m_bottom[2 * q]);
@@ -127,7 +128,11 @@ fn unpool_plane<F: Float>(dy: &[F], mask: &[u8], cols: usize, k: usize, dx: &mut
         for a in 0..k {
             let row = (r * k + a) * cols;
             let (dx_row, m_row) = (&mut dx[row..row + out_c * k], &mask[row..row + out_c * k]);
-            for ((dx_w, m_w), &g) in dx_row.chunks_exact_mut(k).zip(m_row.chunks_exact(k)).zip(dy_row) {
+            for ((dx_w, m_w), &g) in dx_row
+                .chunks_exact_mut(k)
+                .zip(m_row.chunks_exact(k))
+                .zip(dy_row)
+            {
                 for (d, &m) in dx_w.iter_mut().zip(m_w) {
                     *d = if m != 0 { g } else { F::zero() };
                 }
