@@ -84,3 +84,98 @@ fn python_unpickles_the_synthetic_set_like_the_original() {
     );
     assert_eq!(out.trim(), expected);
 }
+
+/// PyTorch loads `model.safetensors` into the `nn.Sequential` named in its metadata and
+/// predicts exactly what scratchnet predicts. Runs where torch and safetensors are
+/// installed (never required: torch is a large download).
+#[test]
+fn pytorch_loads_the_checkpoint_and_agrees() {
+    let probe = Command::new("python3")
+        .args(["-c", "import torch, safetensors, numpy"])
+        .output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        eprintln!("SKIPPED: python3 with torch, safetensors and numpy not found");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    write_synthetic_cifar100(
+        data.path(),
+        SynthSpec {
+            num_classes: 100,
+            train_per_class: 30,
+            test_per_class: 10,
+            seed: 8,
+        },
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_scratchnet"))
+        .args([
+            "train",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--lr",
+            "0.2",
+            "--batch-size",
+            "32",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let model = out.path().join("model.safetensors");
+    let test = data.path().join("cifar-100-python/test");
+    let code = format!(
+        r#"
+import json, pickle, numpy as np, torch, torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import load_file
+with safe_open({model:?}, "pt") as f:
+    meta = f.metadata()
+net = eval(meta["pytorch"])
+net.load_state_dict(load_file({model:?}))
+classes = [c["index"] for c in json.loads(meta["classes"])]
+d = pickle.load(open({test:?}, "rb"), encoding="bytes")
+keep = [i for i, l in enumerate(d[b"fine_labels"]) if l in classes]
+x = torch.tensor(d[b"data"][keep].reshape(-1, 3, 32, 32) / 255.0 - 0.5, dtype=torch.float32)
+labels = [classes.index(d[b"fine_labels"][i]) for i in keep]
+with torch.no_grad():
+    preds = net(x).argmax(1).tolist()
+k = len(classes)
+m = [[0] * k for _ in range(k)]
+for t, p in zip(labels, preds):
+    m[t][p] += 1
+print(json.dumps(m))
+"#,
+        model = model.display().to_string(),
+        test = test.display().to_string()
+    );
+    let py = Command::new("python3")
+        .args(["-c", &code])
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let torch_matrix: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(
+        metrics["confusion_matrix"], torch_matrix,
+        "PyTorch's confusion matrix differs from scratchnet's"
+    );
+    // Half-trained on purpose, so that the matrix has mistakes to agree on.
+    assert_ne!(
+        torch_matrix,
+        serde_json::json!([[10, 0, 0], [0, 10, 0], [0, 0, 10]])
+    );
+}
