@@ -215,18 +215,26 @@ struct Prepared {
 }
 
 fn prepare(args: &TrainArgs) -> Result<Prepared> {
-    let data = load_data(args)?;
-    let chosen = choose_classes(args, &data)?;
-    let subset = data.select_classes(&chosen);
+    let mut subset = load_data(args)?;
+    let chosen = choose_classes(args, &subset)?;
     let classes: Vec<ClassInfo> = chosen
         .iter()
         .map(|&i| ClassInfo {
             index: i,
-            name: data.class_names[i].clone(),
+            name: subset.class_names[i].clone(),
         })
         .collect();
-    drop(data);
-    let (train, val) = subset.train.split_validation(args.val_fraction, args.seed);
+    // In place: the full CIFAR-100 training set is 150 MB; never hold two copies of it.
+    subset.retain_classes(&chosen);
+    let mut train = std::mem::replace(
+        &mut subset.train,
+        ImageSet {
+            pixels: Vec::new(),
+            labels: Vec::new(),
+            shape: subset.test.shape,
+        },
+    );
+    let val = train.split_off_validation(args.val_fraction, args.seed);
     if train.is_empty() {
         bail!(
             "no training images for classes {:?} in {}",

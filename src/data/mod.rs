@@ -302,6 +302,7 @@ impl ImageSet {
             }
         }
         self.pixels.truncate(kept * n);
+        self.pixels.shrink_to_fit();
         self.labels.truncate(kept);
     }
 
@@ -321,6 +322,7 @@ impl ImageSet {
             }
         }
         self.pixels.truncate(kept * n);
+        self.pixels.shrink_to_fit();
         self.labels.truncate(kept);
         val
     }
