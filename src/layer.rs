@@ -62,6 +62,25 @@ pub trait Layer<F: Float>: Send {
     }
 }
 
+/// The `[weight, bias]` parameter list of a layer with those two parameters.
+pub(crate) fn weight_and_bias<'a, F>(
+    weight: (ArrayViewMutD<'a, F>, ArrayViewD<'a, F>),
+    bias: (ArrayViewMutD<'a, F>, ArrayViewD<'a, F>),
+) -> Vec<Param<'a, F>> {
+    vec![
+        Param {
+            name: "weight",
+            value: weight.0,
+            grad: weight.1,
+        },
+        Param {
+            name: "bias",
+            value: bias.0,
+            grad: bias.1,
+        },
+    ]
+}
+
 /// Panics with the layer's own message if `input` does not fit it; returns the output shape.
 pub(crate) fn expect_shape<F: Float, L: Layer<F> + ?Sized>(
     layer: &L,

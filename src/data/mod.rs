@@ -360,18 +360,7 @@ impl ImageSet {
     /// A stratified, seeded hold-out: `round(fraction · n_c)` images of every class `c`
     /// go to the second set, the rest (in their original order) to the first.
     pub fn split_validation(&self, fraction: f64, seed: u64) -> (ImageSet, ImageSet) {
-        let classes = self.labels.iter().copied().max().map_or(0, |m| m + 1);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut held = vec![false; self.len()];
-        for c in 0..classes {
-            let mut members: Vec<usize> =
-                (0..self.len()).filter(|&i| self.labels[i] == c).collect();
-            members.shuffle(&mut rng);
-            let k = (fraction * members.len() as f64).round() as usize;
-            for &i in &members[..k.min(members.len())] {
-                held[i] = true;
-            }
-        }
+        let held = self.held_out(fraction, seed);
         let keep: Vec<usize> = (0..self.len()).filter(|&i| !held[i]).collect();
         let hold: Vec<usize> = (0..self.len()).filter(|&i| held[i]).collect();
         (self.take(&keep), self.take(&hold))

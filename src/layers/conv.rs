@@ -28,7 +28,7 @@
 use crate::init::glorot_normal;
 use crate::kernels::gemm::{matmul, MatRef};
 use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
-use crate::layer::{expect_grad_shape, expect_shape, missing_forward};
+use crate::layer::{expect_grad_shape, expect_shape, missing_forward, weight_and_bias};
 use crate::{Float, Layer, Param, ShapeError};
 use ndarray::{Array2, Array4, ArrayD, ArrayViewD, Ix4};
 use rand::Rng;
@@ -292,18 +292,10 @@ impl<F: Float> Layer<F> for ConvLayer<F> {
     }
 
     fn params_mut(&mut self) -> Vec<Param<'_, F>> {
-        vec![
-            Param {
-                name: "weight",
-                value: self.w.view_mut().into_dyn(),
-                grad: self.w_grad.view().into_dyn(),
-            },
-            Param {
-                name: "bias",
-                value: self.b.view_mut().into_dyn(),
-                grad: self.b_grad.view().into_dyn(),
-            },
-        ]
+        weight_and_bias(
+            (self.w.view_mut().into_dyn(), self.w_grad.view().into_dyn()),
+            (self.b.view_mut().into_dyn(), self.b_grad.view().into_dyn()),
+        )
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>, ShapeError> {
