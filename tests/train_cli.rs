@@ -362,3 +362,72 @@ fn missing_data_offline_lists_places_and_the_download_command() {
         text(&r)
     );
 }
+
+#[test]
+fn a_real_ctrl_c_checkpoints_and_resume_matches_an_uninterrupted_run() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = synthetic(data.path());
+    let out = tempfile::tempdir().unwrap();
+    let (full, part) = (out.path().join("full"), out.path().join("part"));
+    let args = |dir: &Path| -> Vec<String> {
+        [
+            "train",
+            "--data",
+            &data_dir,
+            "--epochs",
+            "40",
+            "--batch-size",
+            "16",
+            "--seed",
+            "3",
+            "--out",
+            dir.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let done = Command::new(env!("CARGO_BIN_EXE_scratchnet"))
+        .args(args(&full))
+        .output()
+        .unwrap();
+    assert!(done.status.success(), "{}", text(&done));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scratchnet"))
+        .args(args(&part))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // wait until training is under way, then press Ctrl-C
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("epoch  2/40") {
+            break;
+        }
+    }
+    // SAFETY: sending SIGINT to our own child process.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.starts_with("interrupted ") && l.contains("--resume")),
+        "{rest:?}"
+    );
+    assert!(part.join("checkpoint.safetensors").exists() && part.join("metrics.json").exists());
+
+    let resumed = scratchnet(&["train", "--resume", part.to_str().unwrap()]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert_eq!(
+        tensors(&full.join("model.safetensors")),
+        tensors(&part.join("model.safetensors"))
+    );
+    assert_eq!(
+        json(&full.join("metrics.json"))["test_accuracy"],
+        json(&part.join("metrics.json"))["test_accuracy"]
+    );
+}

@@ -117,7 +117,7 @@ pub fn loss_plot(path: &Path, points: &[LossPoint], title: &str) -> Result<()> {
 
 /// Pixels per filter tap in the filter picture.
 pub const FILTER_SCALE: u32 = 16;
-/// Grey gap between filters.
+/// White gap between filters.
 pub const FILTER_GAP: u32 = 4;
 
 /// The filter grid's size for `n` filters of `h × h` taps: (columns, width, height).
@@ -143,7 +143,7 @@ pub fn filters_png(path: &Path, w: ArrayViewD<'_, f32>) -> Result<()> {
     );
     let (n, c, h) = (shape[0], shape[1], shape[2]);
     let (cols, width, height) = filter_grid_size(n, h);
-    let mut img = RgbImage::from_pixel(width, height, image::Rgb([128, 128, 128]));
+    let mut img = RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
     let cell = h as u32 * FILTER_SCALE;
     for f in 0..n {
         let filter = w.index_axis(scratchnet::ndarray::Axis(0), f);

@@ -331,4 +331,71 @@ mod tests {
             .to_string()
             .contains("label 10 of image 0 is out of range (expected 0..10)"));
     }
+
+    fn names_pickle(key: &str, names: &[&str]) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.begin_dict();
+        w.bytes(key.as_bytes()).bytes_list(names);
+        w.end_dict();
+        w.finish()
+    }
+
+    #[test]
+    fn cifar10_python_folder_loads_all_five_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 1..=5 {
+            std::fs::write(
+                dir.path().join(format!("data_batch_{i}")),
+                batch_bytes(2, "labels", &[i - 1, 9]),
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            dir.path().join("test_batch"),
+            batch_bytes(1, "labels", &[3]),
+        )
+        .unwrap();
+        let names = [
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ];
+        std::fs::write(
+            dir.path().join("batches.meta"),
+            names_pickle("label_names", &names),
+        )
+        .unwrap();
+        let found = crate::data::locate::load(DatasetKind::Cifar10, Some(dir.path())).unwrap();
+        assert_eq!(found.train.labels, vec![0, 9, 1, 9, 2, 9, 3, 9, 4, 9]);
+        assert_eq!(found.test.labels, vec![3]);
+        assert_eq!(found.class_names[3], "cat");
+    }
+
+    #[test]
+    fn cifar100_binary_folder_loads_fine_labels_and_names() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cifar-100-binary");
+        std::fs::create_dir(&dir).unwrap();
+        let record = |coarse: u8, fine: u8| [&[coarse, fine][..], &[fine; IMAGE_BYTES]].concat();
+        std::fs::write(
+            dir.join("train.bin"),
+            [record(3, 17), record(4, 0)].concat(),
+        )
+        .unwrap();
+        std::fs::write(dir.join("test.bin"), record(19, 99)).unwrap();
+        let names: String = (0..100).map(|i| format!("class_{i}\n")).collect();
+        std::fs::write(dir.join("fine_label_names.txt"), names).unwrap();
+        let found = crate::data::locate::load(DatasetKind::Cifar100, Some(root.path())).unwrap();
+        assert_eq!(found.train.labels, vec![17, 0]);
+        assert_eq!(found.test.labels, vec![99]);
+        assert_eq!(found.class_names[17], "class_17");
+        assert!(found.test.image(0).iter().all(|&p| p == 99));
+    }
 }
