@@ -8,6 +8,7 @@ use scratchnet::rand_chacha::ChaCha8Rng;
 use scratchnet::{models, one_hot};
 
 fn lab_network(c: &mut Criterion) {
+    scratchnet::tune_allocator();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut model = models::lab::<f32, _>(3, 32, 32, 3, &mut rng);
     let x = Array4::<f32>::from_shape_simple_fn((128, 3, 32, 32), || rng.random_range(-0.5..0.5));
