@@ -3,7 +3,7 @@
 //! - [`gemm`]: the matrix product (a safe wrapper over the `gemm` crate, which picks
 //!   AVX2/AVX-512/NEON kernels at run time);
 //! - [`im2col`]: lowering a padded convolution to a matrix product and back;
-//! - [`reference`]: plain loops straight from the formulas, the ground truth the fast
+//! - [`reference`](mod@reference): plain loops straight from the formulas, the ground truth the fast
 //!   kernels are tested against.
 
 pub mod gemm;
