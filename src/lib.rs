@@ -72,3 +72,8 @@ pub use rand;
 /// The seedable generator used by the examples and the command line (portable, reproducible).
 pub use rand_chacha;
 pub use sequential::one_hot;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
