@@ -1,6 +1,6 @@
 //! `scratchnet eval` and `scratchnet predict`: use a trained `model.safetensors`.
 
-use super::train::{confusion, ClassInfo};
+use super::train::{confusion, evaluate, ClassInfo};
 use anyhow::{bail, Context, Result};
 use scratchnet::checkpoint;
 use scratchnet::data::{locate, DatasetKind, ImageSet, Scaling};
@@ -98,8 +98,7 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
             test.shape
         );
     }
-    let x = test.batch::<f32>(&(0..test.len()).collect::<Vec<_>>(), &m.scaling);
-    let e = m.model.evaluate(x.view().into_dyn(), &test.labels);
+    let e = evaluate(&mut m.model, &test, &m.scaling);
     let k = m.classes.len();
     let matrix = confusion(&test.labels, &e.predictions, k);
     let correct: usize = (0..k).map(|c| matrix[c][c]).sum();

@@ -302,8 +302,9 @@ pub fn confusion(labels: &[usize], predictions: &[usize], k: usize) -> Vec<Vec<u
     m
 }
 
-/// Mean loss and accuracy of the model on a whole set, in batches.
-fn evaluate(
+/// Mean loss and accuracy of the model on a whole set, converting pixels to floats one
+/// batch at a time.
+pub fn evaluate(
     model: &mut Sequential<f32>,
     set: &ImageSet,
     scaling: &Scaling,

@@ -96,11 +96,11 @@ pub fn read_python_batch(
         }
     };
     drop(value);
-    // Reuse the file buffer for the pixels instead of copying 150 MB.
+    // Reuse the file buffer for the pixels instead of copying 150 MB (and do not shrink
+    // it: a reallocation would briefly hold the pixels twice).
     let len = data.len();
     bytes.copy_within(data, 0);
     bytes.truncate(len);
-    // no shrink_to_fit: a reallocation would briefly hold the pixels twice
     ImageSet::new(bytes, labels, (3, 32, 32), classes, path)
 }
 
