@@ -2,6 +2,7 @@
 
 use crate::{Float, ShapeError};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
+use std::any::Any;
 
 /// One trainable parameter of a layer with its gradient, as seen by optimisers,
 /// gradient checking and checkpoints.
@@ -59,6 +60,13 @@ pub trait Layer<F: Float>: Send {
     /// Number of trainable scalars.
     fn num_params(&self) -> usize {
         0
+    }
+
+    /// The layer as [`Any`], so that [`crate::Sequential`] can recognise the built-in layers
+    /// and run a fused kernel for a run of them (convolution → ReLU → 2×2 pooling). `None`,
+    /// the default, means "never fuse this layer".
+    fn as_any_mut(&mut self) -> Option<&mut dyn Any> {
+        None
     }
 }
 

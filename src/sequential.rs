@@ -1,7 +1,7 @@
 //! [`Sequential`]: layers applied in order, a cross-entropy loss on top, and the SGD
 //! training loop (`fit`) and inference (`predict`) built from them.
 
-use crate::layers::CrossEntropyLayer;
+use crate::layers::{ConvLayer, CrossEntropyLayer, MaxPoolLayer, ReluLayer};
 use crate::{Float, Layer, ShapeError};
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2};
 use rand::seq::SliceRandom;
@@ -24,6 +24,44 @@ pub struct Evaluation {
 pub struct Sequential<F: Float> {
     layers: Vec<Box<dyn Layer<F>>>,
     loss: CrossEntropyLayer<F>,
+    /// Whether `forward` fuses convolution → ReLU → 2×2 pooling.
+    fusion: bool,
+    /// How the last forward pass ran, for `backward` to retrace.
+    plan: Vec<Stage>,
+}
+
+/// One step of a forward pass.
+enum Stage {
+    /// `layers[i]` on its own.
+    Single(usize),
+    /// `layers[first..first + 3]` (convolution, ReLU, 2×2 pooling) fused, with the gradient
+    /// routing byte of every pooled output.
+    ConvReluPool { first: usize, mask: Vec<u8> },
+}
+
+/// Whether `layers` starts with a convolution, a ReLU and a 2×2 pooling that can run fused on
+/// an input of shape `input` (even rows and columns).
+fn fusable<F: Float>(layers: &mut [Box<dyn Layer<F>>], input: &[usize]) -> bool {
+    let [conv, relu, pool, ..] = layers else {
+        return false;
+    };
+    fn is<T: 'static, F: Float>(layer: &mut Box<dyn Layer<F>>) -> Option<&mut T> {
+        layer.as_any_mut()?.downcast_mut::<T>()
+    }
+    let shape_fits = matches!(input, [_, _, r, c] if r % 2 == 0 && c % 2 == 0)
+        && conv.output_shape(input).is_ok();
+    shape_fits
+        && is::<ConvLayer<F>, F>(conv).is_some()
+        && is::<ReluLayer<F>, F>(relu).is_some()
+        && is::<MaxPoolLayer<F>, F>(pool).is_some_and(|p| p.size() == 2)
+}
+
+/// The convolution at the start of a fused stage.
+fn as_conv<F: Float>(layer: &mut Box<dyn Layer<F>>) -> &mut ConvLayer<F> {
+    layer
+        .as_any_mut()
+        .and_then(|l| l.downcast_mut::<ConvLayer<F>>())
+        .expect("Sequential: the layers changed between forward and backward")
 }
 
 /// Examples per pass in `predict` and `evaluate`: bounds memory on large sets.
@@ -32,7 +70,12 @@ const INFERENCE_BATCH: usize = 256;
 impl<F: Float> Sequential<F> {
     /// A network from its layers and its loss.
     pub fn new(layers: Vec<Box<dyn Layer<F>>>, loss: CrossEntropyLayer<F>) -> Self {
-        Self { layers, loss }
+        Self {
+            layers,
+            loss,
+            fusion: true,
+            plan: Vec::new(),
+        }
     }
 
     /// The layers, in order.
@@ -69,18 +112,48 @@ impl<F: Float> Sequential<F> {
 
     /// Runs every layer: the network's output (class probabilities) for `x`.
     ///
+    /// A convolution followed by ReLU and 2×2 max pooling runs as one fused pass (see
+    /// [`crate::kernels::relu_pool`]) unless [`Self::set_fusion`] turned that off: same
+    /// results, bit for bit, without writing the convolution's full-size output to memory.
+    /// The fused ReLU and pooling layers then keep no state of their own; [`Self::backward`]
+    /// retraces the pass.
+    ///
     /// # Shapes
     /// `x: (n_b, …)` as the first layer expects → `(n_b, k)` for a classifier.
     pub fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
-        let mut layers = self.layers.iter_mut();
-        let Some(first) = layers.next() else {
-            return x.to_owned();
-        };
-        let mut out = first.forward(x);
-        for layer in layers {
-            out = layer.forward(out.view());
+        let mut spare_masks: Vec<Vec<u8>> = self
+            .plan
+            .drain(..)
+            .filter_map(|stage| match stage {
+                Stage::ConvReluPool { mask, .. } => Some(mask),
+                Stage::Single(_) => None,
+            })
+            .collect();
+        let mut out: Option<ArrayD<F>> = None;
+        let mut i = 0;
+        while i < self.layers.len() {
+            let input = out.as_ref().map_or(x.view(), |a| a.view());
+            let y = if self.fusion && fusable(&mut self.layers[i..], input.shape()) {
+                let mut mask = spare_masks.pop().unwrap_or_default();
+                let y = as_conv(&mut self.layers[i]).forward_relu_pool2(input, &mut mask);
+                self.plan.push(Stage::ConvReluPool { first: i, mask });
+                i += 3;
+                y
+            } else {
+                let y = self.layers[i].forward(input);
+                self.plan.push(Stage::Single(i));
+                i += 1;
+                y
+            };
+            out = Some(y);
         }
-        out
+        out.unwrap_or_else(|| x.to_owned())
+    }
+
+    /// Turns the fused convolution → ReLU → pooling pass on (the default) or off. Both give
+    /// the same numbers; off runs every layer's own `forward` and `backward`.
+    pub fn set_fusion(&mut self, on: bool) {
+        self.fusion = on;
     }
 
     /// Forward pass and loss against one-hot `target` `(n_b, k)`; call [`Self::backward`] next.
@@ -98,24 +171,32 @@ impl<F: Float> Sequential<F> {
     /// Back-propagates the loss of the last [`Self::forward_loss`] through every layer,
     /// storing parameter gradients; returns dℓ/dx for the network's input.
     pub fn backward(&mut self) -> ArrayD<F> {
-        let mut grad = self.loss.backward().into_dyn();
-        for layer in self.layers.iter_mut().rev() {
-            grad = layer.backward(grad.view());
-        }
-        grad
+        self.backward_through(true)
+            .expect("input gradient requested")
     }
 
     /// Back-propagates like [`Self::backward`] but skips dℓ/dx of the first layer, which
     /// training does not need (for a first convolution that is a third of its backward work).
     pub fn backward_params(&mut self) {
+        self.backward_through(false);
+    }
+
+    /// Retraces the last forward pass backwards; dℓ/dx of the input only if `input_grad`.
+    fn backward_through(&mut self, input_grad: bool) -> Option<ArrayD<F>> {
         let mut grad = self.loss.backward().into_dyn();
-        for (i, layer) in self.layers.iter_mut().enumerate().rev() {
-            if i == 0 {
-                layer.backward_params(grad.view());
-                break;
-            }
-            grad = layer.backward(grad.view());
+        for (s, stage) in self.plan.iter().enumerate().rev() {
+            let want_x_grad = input_grad || s > 0;
+            grad = match stage {
+                Stage::Single(i) if want_x_grad => self.layers[*i].backward(grad.view()),
+                Stage::Single(i) => {
+                    self.layers[*i].backward_params(grad.view());
+                    return None;
+                }
+                Stage::ConvReluPool { first, mask } => as_conv(&mut self.layers[*first])
+                    .backward_relu_pool2(grad.view(), mask, want_x_grad)?,
+            };
         }
+        Some(grad)
     }
 
     /// One SGD step on every layer: `θ ← θ − lr · dℓ/dθ`.

@@ -126,3 +126,53 @@ fn forward_without_layers_is_the_identity() {
     let x = ArrayD::from_elem(vec![2, 3], 0.5);
     assert_eq!(model.forward(x.view()), x);
 }
+
+/// Trains a lab network on `rows × cols` images for 2 epochs with fusion on or off, then
+/// takes one more full backward pass; returns the epoch losses, every weight and
+/// parameter gradient, and dℓ/dx, all as bits.
+fn train_fused_or_not<F: scratchnet::Float>(fusion: bool, rows: usize, cols: usize) -> Vec<u64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let x = Array4::from_shape_simple_fn((23, 3, rows, cols), || {
+        F::from_f64(rng.random_range(-1.0..1.0))
+    });
+    let labels: Vec<usize> = (0..23).map(|i| i % 3).collect();
+    let target = one_hot::<F>(&labels, 3);
+    let mut model: Sequential<F> =
+        models::lab(3, rows, cols, 3, &mut ChaCha8Rng::seed_from_u64(12));
+    model.set_fusion(fusion);
+    let losses = model.fit(
+        x.view().into_dyn(),
+        target.view(),
+        2,
+        F::from_f64(0.1),
+        8,
+        &mut ChaCha8Rng::seed_from_u64(13),
+    );
+    model.forward_loss(x.view().into_dyn(), target.view());
+    let dx = model.backward();
+    let mut bits: Vec<u64> = losses.iter().map(|v| v.as_f64().to_bits()).collect();
+    for layer in model.layers_mut() {
+        for p in layer.params_mut() {
+            bits.extend(
+                p.value
+                    .iter()
+                    .chain(p.grad.iter())
+                    .map(|v| v.as_f64().to_bits()),
+            );
+        }
+    }
+    bits.extend(dx.iter().map(|v| v.as_f64().to_bits()));
+    bits
+}
+
+#[test]
+fn fused_conv_relu_pool_gives_the_same_bits_as_the_separate_layers() {
+    // 12×12: both blocks fuse. 10×14: the second block sees 5×7 and runs unfused.
+    for (rows, cols) in [(12, 12), (10, 14)] {
+        let fused = train_fused_or_not::<f32>(true, rows, cols);
+        assert_eq!(fused, train_fused_or_not::<f32>(false, rows, cols));
+        assert!(fused.len() > 1000);
+        let fused = train_fused_or_not::<f64>(true, rows, cols);
+        assert_eq!(fused, train_fused_or_not::<f64>(false, rows, cols));
+    }
+}

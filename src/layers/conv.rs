@@ -28,11 +28,13 @@
 use crate::init::glorot_normal;
 use crate::kernels::gemm::{matmul, MatRef};
 use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
+use crate::kernels::relu_pool::{bias_relu_pool2, relu_pool2_backward};
 use crate::layer::{expect_grad_shape, expect_shape, missing_forward, weight_and_bias};
 use crate::{Float, Layer, Param, ShapeError};
-use ndarray::{Array2, Array4, ArrayD, ArrayViewD, Ix4};
+use ndarray::{Array2, Array4, ArrayD, ArrayView4, ArrayViewD, Ix4};
 use rand::Rng;
 use rayon::prelude::*;
+use std::any::Any;
 
 /// Images handled by one parallel task. Fixed (not derived from the thread count) so
 /// that per-task weight-gradient partial sums, added in task order, give bit-identical
@@ -63,6 +65,8 @@ struct TaskScratch<F> {
     /// dWᵀ of the task, `(n_i·h·h) × n_o`.
     w_grad_t: Vec<F>,
     b_grad: Vec<F>,
+    /// One image's full-size output (fused forward) or dℓ/dy (fused backward).
+    out: Vec<F>,
 }
 
 impl<F: Float> ConvLayer<F> {
@@ -108,42 +112,114 @@ impl<F: Float> ConvLayer<F> {
     }
 }
 
+/// One parallel task's share of a forward pass's output.
+enum TaskOut<'a, F> {
+    /// `y = W ⋆ x + b`: images of `n_o · pixels` values.
+    Dense(&'a mut [F]),
+    /// `maxpool₂(relu(W ⋆ x + b))`: images of `n_o · pixels / 4` values, with one gradient
+    /// routing byte per value (see [`crate::kernels::relu_pool`]).
+    ReluPool2 { y: &'a mut [F], mask: &'a mut [u8] },
+}
+
+/// One parallel task's share of the gradient a backward pass starts from.
+#[derive(Clone, Copy)]
+enum TaskGrad<'a, F> {
+    /// dℓ/dy for `y = W ⋆ x + b`.
+    Dense(&'a [F]),
+    /// dℓ/dy for `y = maxpool₂(relu(W ⋆ x + b))`, with the forward pass's routing bytes.
+    ReluPool2 { dy: &'a [F], mask: &'a [u8] },
+}
+
 impl<F: Float> ConvLayer<F> {
-    /// The backward pass; dℓ/dx only if `want_x_grad` (the first layer does not need it).
-    fn backward_impl(&mut self, y_grad: ArrayViewD<'_, F>, want_x_grad: bool) -> Option<ArrayD<F>> {
-        let name = self.name();
-        let (n_o, n_i, h) = self.dims();
-        let Some(input) = &self.input else {
-            missing_forward(&name)
-        };
-        let (n_b, _, rows, cols) = input.dim();
-        expect_grad_shape(&name, &[n_b, n_o, rows, cols], y_grad.shape());
-        let g = ConvGeometry {
+    /// The geometry of the current weights applied to images of `rows × cols`.
+    fn geometry(&self, rows: usize, cols: usize) -> ConvGeometry {
+        let (_, n_i, h) = self.dims();
+        ConvGeometry {
             channels: n_i,
             rows,
             cols,
             h,
+        }
+    }
+
+    /// Runs the convolution on `x` (checked by the caller), keeping `x` for the backward pass
+    /// and writing each task's images through its entry of `tasks_out`.
+    fn forward_impl(&mut self, x: ArrayView4<'_, F>, tasks_out: Vec<TaskOut<'_, F>>) {
+        let (n_o, _, _) = self.dims();
+        let (_, _, rows, cols) = x.dim();
+        let g = self.geometry(rows, cols);
+        let input = match &mut self.input {
+            Some(a) if a.dim() == x.dim() => a,
+            slot => slot.insert(Array4::zeros(x.raw_dim())),
         };
-        assert_eq!(
-            input.shape()[1],
-            n_i,
-            "{name}: weights changed shape between forward and backward"
-        );
-        let (k, p) = (g.patch_len(), g.pixels());
-        let (in_len, out_len) = (g.image_len(), n_o * p);
+        input.assign(&x);
+        let (in_len, p, k) = (g.image_len(), g.pixels(), g.patch_len());
+        if tasks_out.is_empty() || in_len == 0 {
+            return;
+        }
+        prepare_scratch(&mut self.scratch, tasks_out.len(), &g, n_o);
+        let w = self.w.as_standard_layout();
+        let w_mat = MatRef::row_major(w.as_slice().expect("standard layout"), n_o, k);
+        let b = self.b.as_standard_layout();
+        let b = b.as_slice().expect("standard layout");
+        let x_all = input.as_slice().expect("standard layout");
+        tasks_out
+            .into_par_iter()
+            .zip(x_all.par_chunks(IMAGES_PER_TASK * in_len))
+            .zip(self.scratch.par_iter_mut())
+            .for_each(|((mut out, x_task), s)| {
+                for (j, x_n) in x_task.chunks_exact(in_len).enumerate() {
+                    im2col(x_n, &g, &mut s.x_col);
+                    let x_mat = MatRef::row_major(&s.x_col, k, p);
+                    match &mut out {
+                        TaskOut::Dense(y) => {
+                            let y_n = &mut y[j * n_o * p..(j + 1) * n_o * p];
+                            matmul(w_mat, x_mat, y_n, false);
+                            for (row, &bias) in y_n.chunks_exact_mut(p).zip(b) {
+                                row.iter_mut().for_each(|v| *v += bias);
+                            }
+                        }
+                        TaskOut::ReluPool2 { y, mask } => {
+                            // The full-size output stays in this scratch buffer, in cache.
+                            matmul(w_mat, x_mat, &mut s.out, false);
+                            let q = p / 4;
+                            let outs = y[j * n_o * q..(j + 1) * n_o * q]
+                                .chunks_exact_mut(q)
+                                .zip(mask[j * n_o * q..(j + 1) * n_o * q].chunks_exact_mut(q));
+                            for ((plane, &bias), (y_o, m_o)) in
+                                s.out.chunks_exact(p).zip(b).zip(outs)
+                            {
+                                bias_relu_pool2(plane, bias, cols, y_o, m_o);
+                            }
+                        }
+                    }
+                }
+            });
+    }
+
+    /// The backward pass from `tasks_grad` (one entry per task); dℓ/dx only if `want_x_grad`
+    /// (the first layer does not need it).
+    fn backward_impl(
+        &mut self,
+        tasks_grad: Vec<TaskGrad<'_, F>>,
+        want_x_grad: bool,
+    ) -> Option<ArrayD<F>> {
+        let (n_o, _, _) = self.dims();
+        let input = self.input.as_ref().expect("checked by the caller");
+        let (_, _, rows, cols) = input.dim();
+        let g = self.geometry(rows, cols);
+        let (k, p, in_len) = (g.patch_len(), g.pixels(), g.image_len());
         let mut x_grad = want_x_grad.then(|| ArrayD::<F>::zeros(input.shape()));
         if self.w_grad.dim() != self.w.dim() {
             self.w_grad = Array4::zeros(self.w.raw_dim());
         }
         self.w_grad.fill(F::zero());
         self.b_grad = Array2::zeros((1, n_o));
-        if n_b == 0 || in_len == 0 {
+        let tasks = tasks_grad.len();
+        if tasks == 0 || in_len == 0 {
             return x_grad;
         }
-        let tasks = n_b.div_ceil(IMAGES_PER_TASK);
         prepare_scratch(&mut self.scratch, tasks, &g, n_o);
-        let dy = y_grad.as_standard_layout();
-        let dy_all = dy.as_slice().expect("standard layout");
         let w = self.w.as_standard_layout();
         let w_mat = MatRef::row_major(w.as_slice().expect("standard layout"), n_o, k);
         let x_all = input.as_slice().expect("standard layout");
@@ -158,33 +234,45 @@ impl<F: Float> ConvLayer<F> {
         };
         dx_tasks
             .into_par_iter()
-            .zip(dy_all.par_chunks(IMAGES_PER_TASK * out_len))
+            .zip(tasks_grad)
             .zip(x_all.par_chunks(IMAGES_PER_TASK * in_len))
             .zip(self.scratch.par_iter_mut())
-            .for_each(|(((dx_task, dy_task), x_task), s)| {
-                s.b_grad.fill(F::zero());
-                let mut dx_task = dx_task;
-                let images = dy_task
-                    .chunks_exact(out_len)
-                    .zip(x_task.chunks_exact(in_len));
-                for (j, (dy_n, x_n)) in images.enumerate() {
+            .for_each(|(((mut dx_task, grad), x_task), s)| {
+                let TaskScratch {
+                    x_col,
+                    d_col,
+                    w_grad_t,
+                    b_grad,
+                    out,
+                } = s;
+                b_grad.fill(F::zero());
+                for (j, x_n) in x_task.chunks_exact(in_len).enumerate() {
+                    let dy_n: &[F] = match grad {
+                        TaskGrad::Dense(dy) => &dy[j * n_o * p..(j + 1) * n_o * p],
+                        TaskGrad::ReluPool2 { dy, mask } => {
+                            let q = p / 4;
+                            let range = j * n_o * q..(j + 1) * n_o * q;
+                            let ins = dy[range.clone()]
+                                .chunks_exact(q)
+                                .zip(mask[range].chunks_exact(q));
+                            for ((dy_o, m_o), plane) in ins.zip(out.chunks_exact_mut(p)) {
+                                relu_pool2_backward(dy_o, m_o, cols, plane);
+                            }
+                            out
+                        }
+                    };
                     let dy_mat = MatRef::row_major(dy_n, n_o, p);
-                    im2col(x_n, &g, &mut s.x_col);
+                    im2col(x_n, &g, x_col);
                     // dWᵀ += X_col · dYᵀ (the transposed product runs faster in the GEMM
                     // kernels than dY · X_colᵀ: both operands stream along the pixels).
-                    matmul(
-                        MatRef::row_major(&s.x_col, k, p),
-                        dy_mat.t(),
-                        &mut s.w_grad_t,
-                        j > 0,
-                    );
-                    for (acc, row) in s.b_grad.iter_mut().zip(dy_n.chunks_exact(p)) {
+                    matmul(MatRef::row_major(x_col, k, p), dy_mat.t(), w_grad_t, j > 0);
+                    for (acc, row) in b_grad.iter_mut().zip(dy_n.chunks_exact(p)) {
                         *acc += row.iter().copied().sum::<F>();
                     }
                     // dX_col = Wᵀ · dY, then scatter back onto the pixels.
                     if let Some(dx) = dx_task.as_deref_mut() {
-                        matmul(w_mat.t(), dy_mat, &mut s.d_col, false);
-                        col2im(&mut s.d_col, &g, &mut dx[j * in_len..(j + 1) * in_len]);
+                        matmul(w_mat.t(), dy_mat, d_col, false);
+                        col2im(d_col, &g, &mut dx[j * in_len..(j + 1) * in_len]);
                     }
                 }
             });
@@ -200,6 +288,95 @@ impl<F: Float> ConvLayer<F> {
             b_grad.iter_mut().zip(&s.b_grad).for_each(|(a, v)| *a += *v);
         }
         x_grad
+    }
+
+    /// Checks `y_grad` against the last forward pass (of output `(n_b, n_o, rows/f, cols/f)`).
+    fn expect_backward(&self, y_grad: &[usize], f: usize) {
+        let name = self.name();
+        let Some(input) = &self.input else {
+            missing_forward(&name)
+        };
+        let (n_o, n_i, _) = self.dims();
+        assert_eq!(
+            input.shape()[1],
+            n_i,
+            "{name}: weights changed shape between forward and backward"
+        );
+        let (n_b, _, rows, cols) = input.dim();
+        expect_grad_shape(&name, &[n_b, n_o, rows / f, cols / f], y_grad);
+    }
+
+    /// This convolution followed by ReLU and 2×2 max pooling, fused (see
+    /// [`crate::kernels::relu_pool`]); `mask` receives one gradient routing byte per output
+    /// and must be passed back to [`Self::backward_relu_pool2`].
+    ///
+    /// # Shapes
+    /// `x: (n_b, n_i, n_r, n_c)` with `n_r`, `n_c` even → `(n_b, n_o, n_r/2, n_c/2)`.
+    pub(crate) fn forward_relu_pool2(
+        &mut self,
+        x: ArrayViewD<'_, F>,
+        mask: &mut Vec<u8>,
+    ) -> ArrayD<F> {
+        let shape = expect_shape(self, x.shape());
+        let x = x.into_dimensionality::<Ix4>().expect("checked");
+        let (n_b, n_o, rows, cols) = (shape[0], shape[1], shape[2], shape[3]);
+        assert!(
+            rows % 2 == 0 && cols % 2 == 0,
+            "{}: fused 2×2 pooling needs even rows and columns, got {rows}×{cols}",
+            self.name()
+        );
+        let mut y = ArrayD::<F>::zeros(vec![n_b, n_o, rows / 2, cols / 2]);
+        mask.resize(y.len(), 0);
+        let task_len = IMAGES_PER_TASK * n_o * (rows / 2) * (cols / 2);
+        let tasks = y
+            .as_slice_mut()
+            .expect("fresh array")
+            .chunks_mut(task_len.max(1))
+            .zip(mask.chunks_mut(task_len.max(1)))
+            .map(|(y, mask)| TaskOut::ReluPool2 { y, mask })
+            .collect();
+        self.forward_impl(x, tasks);
+        y
+    }
+
+    /// The backward of [`Self::forward_relu_pool2`] from `y_grad: (n_b, n_o, n_r/2, n_c/2)`:
+    /// sets the parameter gradients and returns dℓ/dx if `want_x_grad`.
+    pub(crate) fn backward_relu_pool2(
+        &mut self,
+        y_grad: ArrayViewD<'_, F>,
+        mask: &[u8],
+        want_x_grad: bool,
+    ) -> Option<ArrayD<F>> {
+        self.expect_backward(y_grad.shape(), 2);
+        assert_eq!(mask.len(), y_grad.len(), "{}: mask length", self.name());
+        let dy = y_grad.as_standard_layout();
+        let task_len = (IMAGES_PER_TASK * y_grad.len() / y_grad.shape()[0].max(1)).max(1);
+        let tasks = dy
+            .as_slice()
+            .expect("standard layout")
+            .chunks(task_len)
+            .zip(mask.chunks(task_len))
+            .map(|(dy, mask)| TaskGrad::ReluPool2 { dy, mask })
+            .collect();
+        self.backward_impl(tasks, want_x_grad)
+    }
+
+    /// The backward pass of a plain forward: dℓ/dx only if `want_x_grad`.
+    fn backward_dense(
+        &mut self,
+        y_grad: ArrayViewD<'_, F>,
+        want_x_grad: bool,
+    ) -> Option<ArrayD<F>> {
+        self.expect_backward(y_grad.shape(), 1);
+        let dy = y_grad.as_standard_layout();
+        let task_len = (IMAGES_PER_TASK * y_grad.len() / y_grad.shape()[0].max(1)).max(1);
+        let tasks = dy
+            .as_slice()
+            .expect("standard layout")
+            .chunks(task_len)
+            .map(TaskGrad::Dense)
+            .collect();
+        self.backward_impl(tasks, want_x_grad)
     }
 }
 
@@ -219,6 +396,7 @@ fn prepare_scratch<F: Float>(
         s.d_col.resize(col_len, F::zero());
         s.w_grad_t.resize(n_o * g.patch_len(), F::zero());
         s.b_grad.resize(n_o, F::zero());
+        s.out.resize(n_o * g.pixels(), F::zero());
     }
 }
 
@@ -227,56 +405,18 @@ impl<F: Float> Layer<F> for ConvLayer<F> {
     /// `x: (n_b, n_i, n_r, n_c)` → `y: (n_b, n_o, n_r, n_c)`.
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let out_shape = expect_shape(self, x.shape());
-        let (n_o, n_i, h) = self.dims();
         let x = x
             .into_dimensionality::<Ix4>()
             .expect("checked by output_shape");
-        let (n_b, _, rows, cols) = x.dim();
-        let g = ConvGeometry {
-            channels: n_i,
-            rows,
-            cols,
-            h,
-        };
-        let input = match &mut self.input {
-            Some(a) if a.dim() == x.dim() => a,
-            slot => slot.insert(Array4::zeros(x.raw_dim())),
-        };
-        input.assign(&x);
         let mut y = ArrayD::<F>::zeros(out_shape);
-        let (in_len, out_len) = (g.image_len(), n_o * g.pixels());
-        if n_b == 0 || in_len == 0 {
-            return y;
-        }
-        let tasks = n_b.div_ceil(IMAGES_PER_TASK);
-        prepare_scratch(&mut self.scratch, tasks, &g, n_o);
-        let w = self.w.as_standard_layout();
-        let w_mat = MatRef::row_major(w.as_slice().expect("standard layout"), n_o, g.patch_len());
-        let b = self.b.as_standard_layout();
-        let b = b.as_slice().expect("standard layout");
-        let x_all = input.as_slice().expect("standard layout");
-        y.as_slice_mut()
+        let task_len = (IMAGES_PER_TASK * y.len() / x.dim().0.max(1)).max(1);
+        let tasks = y
+            .as_slice_mut()
             .expect("fresh array")
-            .par_chunks_mut(IMAGES_PER_TASK * out_len)
-            .zip(x_all.par_chunks(IMAGES_PER_TASK * in_len))
-            .zip(self.scratch.par_iter_mut())
-            .for_each(|((y_task, x_task), s)| {
-                for (y_n, x_n) in y_task
-                    .chunks_exact_mut(out_len)
-                    .zip(x_task.chunks_exact(in_len))
-                {
-                    im2col(x_n, &g, &mut s.x_col);
-                    matmul(
-                        w_mat,
-                        MatRef::row_major(&s.x_col, g.patch_len(), g.pixels()),
-                        y_n,
-                        false,
-                    );
-                    for (row, &bias) in y_n.chunks_exact_mut(g.pixels()).zip(b) {
-                        row.iter_mut().for_each(|v| *v += bias);
-                    }
-                }
-            });
+            .chunks_mut(task_len)
+            .map(TaskOut::Dense)
+            .collect();
+        self.forward_impl(x, tasks);
         y
     }
 
@@ -284,11 +424,15 @@ impl<F: Float> Layer<F> for ConvLayer<F> {
     /// `y_grad: (n_b, n_o, n_r, n_c)` → `x_grad: (n_b, n_i, n_r, n_c)`; sets
     /// `w_grad: (n_o, n_i, h, h)` and `b_grad: (1, n_o)`.
     fn backward(&mut self, y_grad: ArrayViewD<'_, F>) -> ArrayD<F> {
-        self.backward_impl(y_grad, true).expect("x_grad requested")
+        self.backward_dense(y_grad, true).expect("x_grad requested")
     }
 
     fn backward_params(&mut self, y_grad: ArrayViewD<'_, F>) {
-        self.backward_impl(y_grad, false);
+        self.backward_dense(y_grad, false);
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn Any> {
+        Some(self)
     }
 
     fn params_mut(&mut self) -> Vec<Param<'_, F>> {

@@ -199,6 +199,10 @@ impl<F: Float> Layer<F> for MaxPoolLayer<F> {
         x_grad
     }
 
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
+
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>, ShapeError> {
         let k = self.size;
         match *input {

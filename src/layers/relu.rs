@@ -90,6 +90,10 @@ impl<F: Float> Layer<F> for ReluLayer<F> {
         dx
     }
 
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
+
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>, ShapeError> {
         Ok(input.to_vec())
     }

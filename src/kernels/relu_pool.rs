@@ -1,0 +1,147 @@
+//! The fused epilogue of a convolution followed by ReLU and 2×2 max pooling, and its backward.
+//!
+//! Forward, for one plane `v` of convolution output (before the bias `b`):
+//! `t = v + b`, `r = max(t, 0)`, `y[i,j] = max_{a,b∈{0,1}} r[2i+a, 2j+b]`, and one mask byte per
+//! output whose bit `2a + b` is `[r[2i+a,2j+b] = y[i,j]] ∧ [t[2i+a,2j+b] > 0]`.
+//!
+//! Backward: `dv[2i+a, 2j+b] = dy[i,j] · bit_{2a+b}`.
+//!
+//! This is exactly [`crate::layers::ReluLayer`] then [`crate::layers::MaxPoolLayer`] with
+//! `k = 2`, value for value and bit for bit: the pooling layer sends the gradient to every
+//! tied maximum and ReLU passes it only where its input was positive, which is what the bit
+//! records. Running them fused keeps the convolution's largest output in cache instead of
+//! writing it to memory and reading it back four times (ReLU and pooling, forward and
+//! backward).
+
+use crate::Float;
+
+/// Bias, ReLU and 2×2 max pooling of one `rows × cols` plane `v` (`rows`, `cols` even) into
+/// `y` (`rows/2 × cols/2`), with the gradient routing of every output in `mask`.
+///
+/// # Panics
+/// If `cols` is odd or zero, or the slices do not have matching lengths.
+pub fn bias_relu_pool2<F: Float>(v: &[F], bias: F, cols: usize, y: &mut [F], mask: &mut [u8]) {
+    assert!(
+        cols > 0 && cols % 2 == 0,
+        "bias_relu_pool2: cols must be even"
+    );
+    assert_eq!(v.len(), 4 * y.len(), "bias_relu_pool2: plane length");
+    assert_eq!(y.len(), mask.len(), "bias_relu_pool2: mask length");
+    let out_c = cols / 2;
+    let rows = v.chunks_exact(2 * cols);
+    let outs = y.chunks_exact_mut(out_c).zip(mask.chunks_exact_mut(out_c));
+    for (pair, (y_row, m_row)) in rows.zip(outs) {
+        let (top, bottom) = pair.split_at(cols);
+        for (q, (y_v, m_v)) in y_row.iter_mut().zip(m_row.iter_mut()).enumerate() {
+            let t = [
+                top[2 * q] + bias,
+                top[2 * q + 1] + bias,
+                bottom[2 * q] + bias,
+                bottom[2 * q + 1] + bias,
+            ];
+            let r = t.map(|t| if t > F::zero() { t } else { F::zero() });
+            let m = r[0].max(r[1]).max(r[2].max(r[3]));
+            *y_v = m;
+            *m_v = (0..4).fold(0u8, |bits, j| {
+                bits | (u8::from(r[j] == m && t[j] > F::zero()) << j)
+            });
+        }
+    }
+}
+
+/// The backward of [`bias_relu_pool2`]: spreads `dy` (`rows/2 × cols/2`) over `dv`
+/// (`rows × cols`) through `mask`. Every element of `dv` is written.
+///
+/// # Panics
+/// If `cols` is odd or zero, or the slices do not have matching lengths.
+pub fn relu_pool2_backward<F: Float>(dy: &[F], mask: &[u8], cols: usize, dv: &mut [F]) {
+    assert!(
+        cols > 0 && cols % 2 == 0,
+        "relu_pool2_backward: cols must be even"
+    );
+    assert_eq!(dv.len(), 4 * dy.len(), "relu_pool2_backward: plane length");
+    assert_eq!(dy.len(), mask.len(), "relu_pool2_backward: mask length");
+    let out_c = cols / 2;
+    let ins = dy.chunks_exact(out_c).zip(mask.chunks_exact(out_c));
+    for ((dy_row, m_row), pair) in ins.zip(dv.chunks_exact_mut(2 * cols)) {
+        let (top, bottom) = pair.split_at_mut(cols);
+        for (q, (&g, &bits)) in dy_row.iter().zip(m_row).enumerate() {
+            // A lookup, not a branch: which inputs were maxima is data-dependent.
+            let pick = |j: u8| [F::zero(), g][usize::from((bits >> j) & 1)];
+            top[2 * q] = pick(0);
+            top[2 * q + 1] = pick(1);
+            bottom[2 * q] = pick(2);
+            bottom[2 * q + 1] = pick(3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::{MaxPoolLayer, ReluLayer};
+    use crate::Layer;
+    use ndarray::Array4;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn worked_example() {
+        // One 2×4 plane, bias 1: windows [[-3, 0], [-2, -1]] (all ≤ 0 after the bias)
+        // and [[2, 2], [-5, 1]] (a tie between two positive maxima).
+        let v = [-3.0f64, 0.0, 2.0, 2.0, -2.0, -1.0, -5.0, 1.0];
+        let (mut y, mut mask) = ([0.0; 2], [0u8; 2]);
+        bias_relu_pool2(&v, 1.0, 4, &mut y, &mut mask);
+        assert_eq!(y, [1.0, 3.0]);
+        assert_eq!(mask, [0b0010, 0b0011]);
+        let mut dv = [9.0; 8];
+        relu_pool2_backward(&[10.0, 20.0], &mask, 4, &mut dv);
+        assert_eq!(dv, [0.0, 10.0, 20.0, 20.0, 0.0, 0.0, 0.0, 0.0]);
+    }
+
+    /// The fused kernels against `ReluLayer` then `MaxPoolLayer(2)`, exactly, on values with
+    /// many ties, zeros and negatives.
+    #[test]
+    fn matches_relu_then_max_pool_bit_for_bit() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (n, c, rows, cols) = (3, 2, 6, 8);
+        let bias = [0.5f32, -1.0];
+        let v = Array4::from_shape_simple_fn((n, c, rows, cols), || {
+            f32::from(rng.random_range(-3i8..=3)) / 2.0
+        });
+        let mut t = v.clone();
+        for (ch, &b) in bias.iter().enumerate() {
+            t.slice_mut(ndarray::s![.., ch, .., ..])
+                .mapv_inplace(|x| x + b);
+        }
+        let mut relu = ReluLayer::<f32>::new();
+        let mut pool = MaxPoolLayer::<f32>::new(2);
+        let y_ref = pool.forward(relu.forward(t.view().into_dyn()).view());
+        let dy = y_ref.mapv(|_| rng.random_range(-1.0f32..1.0));
+        let dv_ref = relu.backward(pool.backward(dy.view()).view());
+
+        let plane = rows * cols;
+        let (mut y, mut mask) = (vec![0.0; v.len() / 4], vec![0u8; v.len() / 4]);
+        let mut dv = vec![0.0; v.len()];
+        let dy = dy.as_slice().unwrap();
+        for (i, v_p) in v.as_slice().unwrap().chunks(plane).enumerate() {
+            let out = i * plane / 4..(i + 1) * plane / 4;
+            bias_relu_pool2(
+                v_p,
+                bias[i % c],
+                cols,
+                &mut y[out.clone()],
+                &mut mask[out.clone()],
+            );
+            relu_pool2_backward(
+                &dy[out.clone()],
+                &mask[out],
+                cols,
+                &mut dv[i * plane..(i + 1) * plane],
+            );
+        }
+        assert_eq!(y, y_ref.as_slice().unwrap());
+        assert_eq!(dv, dv_ref.as_slice().unwrap());
+        assert!(mask.contains(&0) && mask.iter().any(|&m| m.count_ones() > 1));
+    }
+}
