@@ -3,11 +3,13 @@
 //! - [`gemm`]: the matrix product (a safe wrapper over the `gemm` crate, which picks
 //!   AVX2/AVX-512/NEON kernels at run time);
 //! - [`im2col`]: lowering a padded convolution to a matrix product and back;
+//! - [`reduce`]: deterministic, vectorised sums;
 //! - [`relu_pool`]: the fused ReLU + 2×2 max-pooling epilogue of a convolution;
 //! - [`reference`](mod@reference): plain loops straight from the formulas, the ground truth the fast
 //!   kernels are tested against.
 
 pub mod gemm;
 pub mod im2col;
+pub mod reduce;
 pub mod reference;
 pub mod relu_pool;

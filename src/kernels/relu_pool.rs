@@ -32,19 +32,17 @@ pub fn bias_relu_pool2<F: Float>(v: &[F], bias: F, cols: usize, y: &mut [F], mas
     let outs = y.chunks_exact_mut(out_c).zip(mask.chunks_exact_mut(out_c));
     for (pair, (y_row, m_row)) in rows.zip(outs) {
         let (top, bottom) = pair.split_at(cols);
-        for (q, (y_v, m_v)) in y_row.iter_mut().zip(m_row.iter_mut()).enumerate() {
-            let t = [
-                top[2 * q] + bias,
-                top[2 * q + 1] + bias,
-                bottom[2 * q] + bias,
-                bottom[2 * q + 1] + bias,
-            ];
+        // Two-element chunks instead of indexing: no bounds checks, so the loop vectorises.
+        let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+        for ((a, b), (y_v, m_v)) in windows.zip(y_row.iter_mut().zip(m_row.iter_mut())) {
+            let t = [a[0] + bias, a[1] + bias, b[0] + bias, b[1] + bias];
             let r = t.map(|t| if t > F::zero() { t } else { F::zero() });
-            let m = r[0].max(r[1]).max(r[2].max(r[3]));
+            // `r` holds no NaN and no −0, so a plain comparison is the pooling layer's `max`.
+            let max = |a: F, b: F| if a > b { a } else { b };
+            let m = max(max(r[0], r[1]), max(r[2], r[3]));
             *y_v = m;
-            *m_v = (0..4).fold(0u8, |bits, j| {
-                bits | (u8::from(r[j] == m && t[j] > F::zero()) << j)
-            });
+            let routed = |j: usize| u8::from(r[j] == m) & u8::from(t[j] > F::zero());
+            *m_v = routed(0) | routed(1) << 1 | routed(2) << 2 | routed(3) << 3;
         }
     }
 }
@@ -65,13 +63,14 @@ pub fn relu_pool2_backward<F: Float>(dy: &[F], mask: &[u8], cols: usize, dv: &mu
     let ins = dy.chunks_exact(out_c).zip(mask.chunks_exact(out_c));
     for ((dy_row, m_row), pair) in ins.zip(dv.chunks_exact_mut(2 * cols)) {
         let (top, bottom) = pair.split_at_mut(cols);
-        for (q, (&g, &bits)) in dy_row.iter().zip(m_row).enumerate() {
-            // A lookup, not a branch: which inputs were maxima is data-dependent.
-            let pick = |j: u8| [F::zero(), g][usize::from((bits >> j) & 1)];
-            top[2 * q] = pick(0);
-            top[2 * q + 1] = pick(1);
-            bottom[2 * q] = pick(2);
-            bottom[2 * q + 1] = pick(3);
+        let windows = top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2));
+        for ((a, b), (&g, &bits)) in windows.zip(dy_row.iter().zip(m_row)) {
+            // A select, not a branch: which inputs were maxima is data-dependent.
+            let pick = |j: u8| if (bits >> j) & 1 != 0 { g } else { F::zero() };
+            a[0] = pick(0);
+            a[1] = pick(1);
+            b[0] = pick(2);
+            b[1] = pick(3);
         }
     }
 }

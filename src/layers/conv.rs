@@ -28,6 +28,7 @@
 use crate::init::glorot_normal;
 use crate::kernels::gemm::{matmul, MatRef};
 use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
+use crate::kernels::reduce::sum;
 use crate::kernels::relu_pool::{bias_relu_pool2, relu_pool2_backward};
 use crate::layer::{expect_grad_shape, expect_shape, missing_forward, weight_and_bias};
 use crate::{Float, Layer, Param, ShapeError};
@@ -267,7 +268,7 @@ impl<F: Float> ConvLayer<F> {
                     // kernels than dY · X_colᵀ: both operands stream along the pixels).
                     matmul(MatRef::row_major(x_col, k, p), dy_mat.t(), w_grad_t, j > 0);
                     for (acc, row) in b_grad.iter_mut().zip(dy_n.chunks_exact(p)) {
-                        *acc += row.iter().copied().sum::<F>();
+                        *acc += sum(row);
                     }
                     // dX_col = Wᵀ · dY, then scatter back onto the pixels.
                     if let Some(dx) = dx_task.as_deref_mut() {
