@@ -8,6 +8,7 @@
 //! column entry back onto the pixel it came from (used for dℓ/dx = col2im(W_matᵀ · dY)).
 
 use crate::Float;
+use multiversion::multiversion;
 
 /// Sizes of one "same" convolution: input `(channels, rows, cols)`, filter `h × h`,
 /// padding `(h−1)/2` before and `h/2` after (PyTorch's `padding='same'`).
@@ -77,6 +78,22 @@ fn wrapped_cols(cols: usize, dc: isize) -> (usize, usize) {
     }
 }
 
+/// Zeroes columns `[start, end)` of every `cols`-wide row of `plane`.
+fn zero_cols<F: Float>(plane: &mut [F], cols: usize, (start, end): (usize, usize)) {
+    if end == start + 1 {
+        // The common case (3×3 filters): one element per row, stored directly; `fill`
+        // would make a `memset` call for each.
+        plane[start..]
+            .iter_mut()
+            .step_by(cols)
+            .for_each(|v| *v = F::zero());
+    } else {
+        for row in plane.chunks_exact_mut(cols) {
+            row[start..end].fill(F::zero());
+        }
+    }
+}
+
 /// Writes `X_col` (row-major `patch_len × pixels`) for one image `x` (`channels × rows × cols`).
 ///
 /// Each row of `X_col` is the input plane shifted by the tap's offset, so it is built as one
@@ -84,6 +101,11 @@ fn wrapped_cols(cols: usize, dc: isize) -> (usize, usize) {
 ///
 /// # Panics
 /// If the slices do not have the geometry's lengths.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 pub fn im2col<F: Float>(x: &[F], g: &ConvGeometry, x_col: &mut [F]) {
     assert_eq!(x.len(), g.image_len(), "im2col: image length");
     assert_eq!(
@@ -102,10 +124,7 @@ pub fn im2col<F: Float>(x: &[F], g: &ConvGeometry, x_col: &mut [F]) {
                 .copy_from_slice(&plane[(lo as isize + s) as usize..(hi as isize + s) as usize]);
         }
         if dc != 0 {
-            let (start, end) = wrapped_cols(cols, dc);
-            for row in out_row.chunks_exact_mut(cols) {
-                row[start..end].fill(F::zero());
-            }
+            zero_cols(out_row, cols, wrapped_cols(cols, dc));
         }
     }
 }
@@ -116,6 +135,11 @@ pub fn im2col<F: Float>(x: &[F], g: &ConvGeometry, x_col: &mut [F]) {
 ///
 /// # Panics
 /// If the slices do not have the geometry's lengths.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 pub fn col2im<F: Float>(d_col: &mut [F], g: &ConvGeometry, dx: &mut [F]) {
     assert_eq!(dx.len(), g.image_len(), "col2im: image length");
     assert_eq!(
@@ -129,10 +153,7 @@ pub fn col2im<F: Float>(d_col: &mut [F], g: &ConvGeometry, dx: &mut [F]) {
         let plane = &mut dx[channel * p..(channel + 1) * p];
         let (s, lo, hi) = shifted_range(g, dr, dc);
         if dc != 0 {
-            let (start, end) = wrapped_cols(cols, dc);
-            for row in col_row.chunks_exact_mut(cols) {
-                row[start..end].fill(F::zero());
-            }
+            zero_cols(col_row, cols, wrapped_cols(cols, dc));
         }
         if lo < hi {
             let dst = &mut plane[(lo as isize + s) as usize..(hi as isize + s) as usize];

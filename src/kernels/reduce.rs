@@ -1,6 +1,7 @@
 //! Reductions that vectorise while staying deterministic.
 
 use crate::Float;
+use multiversion::multiversion;
 
 /// Lanes of the partial sums in [`sum`]: a multiple of every SIMD width used (4 to 16 floats).
 const LANES: usize = 16;
@@ -8,6 +9,11 @@ const LANES: usize = 16;
 /// `Σ x`, as `LANES` interleaved partial sums added in a fixed order: the adds pipeline and
 /// vectorise (a plain left-to-right sum is one long dependency chain), and the result does not
 /// depend on the machine or the thread count.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 pub fn sum<F: Float>(x: &[F]) -> F {
     let mut acc = [F::zero(); LANES];
     let chunks = x.chunks_exact(LANES);

@@ -14,12 +14,18 @@
 //! backward).
 
 use crate::Float;
+use multiversion::multiversion;
 
 /// Bias, ReLU and 2×2 max pooling of one `rows × cols` plane `v` (`rows`, `cols` even) into
 /// `y` (`rows/2 × cols/2`), with the gradient routing of every output in `mask`.
 ///
 /// # Panics
 /// If `cols` is odd or zero, or the slices do not have matching lengths.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 pub fn bias_relu_pool2<F: Float>(v: &[F], bias: F, cols: usize, y: &mut [F], mask: &mut [u8]) {
     assert!(
         cols > 0 && cols % 2 == 0,
@@ -32,17 +38,28 @@ pub fn bias_relu_pool2<F: Float>(v: &[F], bias: F, cols: usize, y: &mut [F], mas
     let outs = y.chunks_exact_mut(out_c).zip(mask.chunks_exact_mut(out_c));
     for (pair, (y_row, m_row)) in rows.zip(outs) {
         let (top, bottom) = pair.split_at(cols);
-        // Two-element chunks instead of indexing: no bounds checks, so the loop vectorises.
-        let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
-        for ((a, b), (y_v, m_v)) in windows.zip(y_row.iter_mut().zip(m_row.iter_mut())) {
-            let t = [a[0] + bias, a[1] + bias, b[0] + bias, b[1] + bias];
-            let r = t.map(|t| if t > F::zero() { t } else { F::zero() });
-            // `r` holds no NaN and no −0, so a plain comparison is the pooling layer's `max`.
-            let max = |a: F, b: F| if a > b { a } else { b };
-            let m = max(max(r[0], r[1]), max(r[2], r[3]));
-            *y_v = m;
-            let routed = |j: usize| u8::from(r[j] == m) & u8::from(t[j] > F::zero());
-            *m_v = routed(0) | routed(1) << 1 | routed(2) << 2 | routed(3) << 3;
+        // Two-element chunks instead of indexing: no bounds checks, so the loops vectorise.
+        // Two passes (maxima, then routing bits) keep each loop's element types uniform.
+        let relu = |v: F| {
+            let t = v + bias;
+            if t > F::zero() {
+                t
+            } else {
+                F::zero()
+            }
+        };
+        // `relu` gives no NaN and no −0, so a plain comparison is the pooling layer's `max`.
+        let max = |a: F, b: F| if a > b { a } else { b };
+        let windows = || top.chunks_exact(2).zip(bottom.chunks_exact(2));
+        for ((a, b), y_v) in windows().zip(y_row.iter_mut()) {
+            *y_v = max(max(relu(a[0]), relu(a[1])), max(relu(b[0]), relu(b[1])));
+        }
+        for ((a, b), (&m, m_v)) in windows().zip(y_row.iter().zip(m_row.iter_mut())) {
+            let routed = |v: F| {
+                let t = v + bias;
+                u8::from(t > F::zero()) & u8::from(t == m)
+            };
+            *m_v = routed(a[0]) | routed(a[1]) << 1 | routed(b[0]) << 2 | routed(b[1]) << 3;
         }
     }
 }
@@ -52,6 +69,11 @@ pub fn bias_relu_pool2<F: Float>(v: &[F], bias: F, cols: usize, y: &mut [F], mas
 ///
 /// # Panics
 /// If `cols` is odd or zero, or the slices do not have matching lengths.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 pub fn relu_pool2_backward<F: Float>(dy: &[F], mask: &[u8], cols: usize, dv: &mut [F]) {
     assert!(
         cols > 0 && cols % 2 == 0,
@@ -63,14 +85,21 @@ pub fn relu_pool2_backward<F: Float>(dy: &[F], mask: &[u8], cols: usize, dv: &mu
     let ins = dy.chunks_exact(out_c).zip(mask.chunks_exact(out_c));
     for ((dy_row, m_row), pair) in ins.zip(dv.chunks_exact_mut(2 * cols)) {
         let (top, bottom) = pair.split_at_mut(cols);
-        let windows = top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2));
-        for ((a, b), (&g, &bits)) in windows.zip(dy_row.iter().zip(m_row)) {
-            // A select, not a branch: which inputs were maxima is data-dependent.
-            let pick = |j: u8| if (bits >> j) & 1 != 0 { g } else { F::zero() };
-            a[0] = pick(0);
-            a[1] = pick(1);
-            b[0] = pick(2);
-            b[1] = pick(3);
+        // One loop per row, each storing an interleaved pair: this shape vectorises.
+        for (row, shift) in [(top, 0), (bottom, 2)] {
+            for (d, (&g, &bits)) in row.chunks_exact_mut(2).zip(dy_row.iter().zip(m_row)) {
+                // A select, not a branch: which inputs were maxima is data-dependent.
+                d[0] = if (bits >> shift) & 1 != 0 {
+                    g
+                } else {
+                    F::zero()
+                };
+                d[1] = if (bits >> shift) & 2 != 0 {
+                    g
+                } else {
+                    F::zero()
+                };
+            }
         }
     }
 }
