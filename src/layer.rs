@@ -2,6 +2,7 @@
 
 use crate::{Float, ShapeError};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
+use rayon::prelude::*;
 use std::any::Any;
 
 /// One trainable parameter of a layer with its gradient, as seen by optimisers,
@@ -109,4 +110,13 @@ pub(crate) fn expect_grad_shape(layer: &str, expected: &[usize], actual: &[usize
 /// Panics with a clear message when backward runs before forward.
 pub(crate) fn missing_forward(layer: &str) -> ! {
     panic!("{layer}: backward called before forward")
+}
+
+/// A zero-filled array of `shape`, filled by all threads: a layer's output is written
+/// right after, in parallel, and a serial fill would hold up the other threads.
+pub(crate) fn zeros_par<F: Float>(shape: &[usize]) -> ArrayD<F> {
+    let len = shape.iter().product();
+    let mut data = Vec::with_capacity(len);
+    data.par_extend(rayon::iter::repeat_n(F::zero(), len));
+    ArrayD::from_shape_vec(shape, data).expect("length is the product of the shape")
 }

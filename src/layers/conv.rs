@@ -30,7 +30,7 @@ use crate::kernels::gemm::{matmul, MatRef};
 use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
 use crate::kernels::reduce::sum;
 use crate::kernels::relu_pool::{bias_relu_pool2, relu_pool2_backward};
-use crate::layer::{expect_grad_shape, expect_shape, missing_forward, weight_and_bias};
+use crate::layer::{expect_grad_shape, expect_shape, missing_forward, weight_and_bias, zeros_par};
 use crate::{Float, Layer, Param, ShapeError};
 use ndarray::{Array2, Array4, ArrayD, ArrayView4, ArrayViewD, Ix4};
 use rand::Rng;
@@ -153,22 +153,26 @@ impl<F: Float> ConvLayer<F> {
             Some(a) if a.dim() == x.dim() => a,
             slot => slot.insert(Array4::zeros(x.raw_dim())),
         };
-        input.assign(&x);
         let (in_len, p, k) = (g.image_len(), g.pixels(), g.patch_len());
         if tasks_out.is_empty() || in_len == 0 {
             return;
         }
+        let x = x.as_standard_layout();
+        let x_all = x.as_slice().expect("standard layout");
         prepare_scratch(&mut self.scratch, tasks_out.len(), &g, n_o);
         let w = self.w.as_standard_layout();
         let w_mat = MatRef::row_major(w.as_slice().expect("standard layout"), n_o, k);
         let b = self.b.as_standard_layout();
         let b = b.as_slice().expect("standard layout");
-        let x_all = input.as_slice().expect("standard layout");
+        let kept = input.as_slice_mut().expect("standard layout");
         tasks_out
             .into_par_iter()
             .zip(x_all.par_chunks(IMAGES_PER_TASK * in_len))
+            .zip(kept.par_chunks_mut(IMAGES_PER_TASK * in_len))
             .zip(self.scratch.par_iter_mut())
-            .for_each(|((mut out, x_task), s)| {
+            .for_each(|(((mut out, x_task), kept_task), s)| {
+                // Keep the input for the backward pass: copied by each task, in parallel.
+                kept_task.copy_from_slice(x_task);
                 for (j, x_n) in x_task.chunks_exact(in_len).enumerate() {
                     im2col(x_n, &g, &mut s.x_col);
                     let x_mat = MatRef::row_major(&s.x_col, k, p);
@@ -210,7 +214,7 @@ impl<F: Float> ConvLayer<F> {
         let (_, _, rows, cols) = input.dim();
         let g = self.geometry(rows, cols);
         let (k, p, in_len) = (g.patch_len(), g.pixels(), g.image_len());
-        let mut x_grad = want_x_grad.then(|| ArrayD::<F>::zeros(input.shape()));
+        let mut x_grad = want_x_grad.then(|| zeros_par(input.shape()));
         if self.w_grad.dim() != self.w.dim() {
             self.w_grad = Array4::zeros(self.w.raw_dim());
         }
@@ -326,7 +330,7 @@ impl<F: Float> ConvLayer<F> {
             "{}: fused 2×2 pooling needs even rows and columns, got {rows}×{cols}",
             self.name()
         );
-        let mut y = ArrayD::<F>::zeros(vec![n_b, n_o, rows / 2, cols / 2]);
+        let mut y = zeros_par(&[n_b, n_o, rows / 2, cols / 2]);
         mask.resize(y.len(), 0);
         let task_len = IMAGES_PER_TASK * n_o * (rows / 2) * (cols / 2);
         let tasks = y
@@ -409,7 +413,7 @@ impl<F: Float> Layer<F> for ConvLayer<F> {
         let x = x
             .into_dimensionality::<Ix4>()
             .expect("checked by output_shape");
-        let mut y = ArrayD::<F>::zeros(out_shape);
+        let mut y = zeros_par(&out_shape);
         let task_len = (IMAGES_PER_TASK * y.len() / x.dim().0.max(1)).max(1);
         let tasks = y
             .as_slice_mut()

@@ -20,7 +20,7 @@
 //! assert_eq!(dx.into_raw_vec_and_offset().0, vec![0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
 //! ```
 
-use crate::layer::{expect_grad_shape, expect_shape, missing_forward};
+use crate::layer::{expect_grad_shape, expect_shape, missing_forward, zeros_par};
 use crate::{Float, Layer, ShapeError};
 use ndarray::{ArrayD, ArrayViewD};
 use rayon::prelude::*;
@@ -149,7 +149,7 @@ impl<F: Float> Layer<F> for MaxPoolLayer<F> {
         let k = self.size;
         let (rows, cols) = (x.shape()[2], x.shape()[3]);
         let x = x.as_standard_layout();
-        let mut y = ArrayD::<F>::zeros(out_shape.clone());
+        let mut y = zeros_par(&out_shape);
         let mut mask = match self.cache.take() {
             Some((_, mut m)) => {
                 m.resize(x.len(), 0);
@@ -183,7 +183,7 @@ impl<F: Float> Layer<F> for MaxPoolLayer<F> {
         let (rows, cols) = (shape[2], shape[3]);
         let (out_r, out_c) = (rows / k, cols / k);
         expect_grad_shape(&name, &[shape[0], shape[1], out_r, out_c], y_grad.shape());
-        let mut x_grad = ArrayD::<F>::zeros(shape.clone());
+        let mut x_grad = zeros_par(shape);
         let dy = y_grad.as_standard_layout();
         x_grad
             .as_slice_mut()

@@ -13,7 +13,7 @@
 //! assert_eq!(dx, array![[0.0, 0.0, 7.0]].into_dyn());
 //! ```
 
-use crate::layer::{expect_grad_shape, missing_forward};
+use crate::layer::{expect_grad_shape, missing_forward, zeros_par};
 use crate::{Float, Layer, ShapeError};
 use ndarray::{ArrayD, ArrayViewD};
 use rayon::prelude::*;
@@ -49,7 +49,7 @@ impl<F: Float> Layer<F> for ReluLayer<F> {
     /// Any shape; `y` has the shape of `x`.
     fn forward(&mut self, x: ArrayViewD<'_, F>) -> ArrayD<F> {
         let x = x.as_standard_layout();
-        let mut y = ArrayD::<F>::zeros(x.shape());
+        let mut y = zeros_par(x.shape());
         let mut mask = self.mask.take().map(|(_, m)| m).unwrap_or_default();
         mask.resize(x.len(), false);
         y.as_slice_mut()
@@ -75,7 +75,7 @@ impl<F: Float> Layer<F> for ReluLayer<F> {
         };
         expect_grad_shape("ReluLayer", shape, y_grad.shape());
         let dy = y_grad.as_standard_layout();
-        let mut dx = ArrayD::<F>::zeros(shape.clone());
+        let mut dx = zeros_par(shape);
         dx.as_slice_mut()
             .expect("fresh array")
             .par_chunks_mut(CHUNK)
