@@ -36,6 +36,7 @@ use ndarray::{Array2, Array4, ArrayD, ArrayView4, ArrayViewD, Ix4};
 use rand::Rng;
 use rayon::prelude::*;
 use std::any::Any;
+use std::sync::{Mutex, MutexGuard};
 
 /// Images handled by one parallel task. Fixed (not derived from the thread count) so
 /// that per-task weight-gradient partial sums, added in task order, give bit-identical
@@ -54,20 +55,36 @@ pub struct ConvLayer<F: Float> {
     pub b_grad: Array2<F>,
     /// The last input, contiguous; reused across batches of the same shape.
     input: Option<Array4<F>>,
-    /// One scratch set per parallel task, reused across batches.
+    /// The partial parameter gradients of every parallel task, reused across batches.
     scratch: Vec<TaskScratch<F>>,
+    /// Working buffers, one set per worker thread so that they stay in that core's cache.
+    workers: Vec<Mutex<WorkerScratch<F>>>,
 }
 
-/// Buffers for one task of [`IMAGES_PER_TASK`] images.
+/// The partial sums of one task of [`IMAGES_PER_TASK`] images: kept per task (not per
+/// thread) so that adding them up in task order gives the same bits for any thread count.
 #[derive(Default)]
 struct TaskScratch<F> {
-    x_col: Vec<F>,
-    d_col: Vec<F>,
     /// dWᵀ of the task, `(n_i·h·h) × n_o`.
     w_grad_t: Vec<F>,
     b_grad: Vec<F>,
+}
+
+/// Buffers one worker thread overwrites for each image.
+#[derive(Default)]
+struct WorkerScratch<F> {
+    x_col: Vec<F>,
+    d_col: Vec<F>,
     /// One image's full-size output (fused forward) or dℓ/dy (fused backward).
     out: Vec<F>,
+}
+
+/// The calling worker thread's buffers (uncontended: each thread has its own).
+fn worker_scratch<F>(workers: &[Mutex<WorkerScratch<F>>]) -> MutexGuard<'_, WorkerScratch<F>> {
+    let slot = rayon::current_thread_index().unwrap_or(0) % workers.len();
+    workers[slot]
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<F: Float> ConvLayer<F> {
@@ -91,6 +108,7 @@ impl<F: Float> ConvLayer<F> {
             b_grad: Array2::zeros((1, n_o)),
             input: None,
             scratch: Vec::new(),
+            workers: Vec::new(),
         }
     }
 
@@ -159,7 +177,14 @@ impl<F: Float> ConvLayer<F> {
         }
         let x = x.as_standard_layout();
         let x_all = x.as_slice().expect("standard layout");
-        prepare_scratch(&mut self.scratch, tasks_out.len(), &g, n_o);
+        prepare_scratch(
+            &mut self.scratch,
+            &mut self.workers,
+            tasks_out.len(),
+            &g,
+            n_o,
+        );
+        let workers = &self.workers;
         let w = self.w.as_standard_layout();
         let w_mat = MatRef::row_major(w.as_slice().expect("standard layout"), n_o, k);
         let b = self.b.as_standard_layout();
@@ -169,8 +194,9 @@ impl<F: Float> ConvLayer<F> {
             .into_par_iter()
             .zip(x_all.par_chunks(IMAGES_PER_TASK * in_len))
             .zip(kept.par_chunks_mut(IMAGES_PER_TASK * in_len))
-            .zip(self.scratch.par_iter_mut())
-            .for_each(|(((mut out, x_task), kept_task), s)| {
+            .for_each(|((mut out, x_task), kept_task)| {
+                let mut s = worker_scratch(workers);
+                let s = &mut *s;
                 // Keep the input for the backward pass: copied by each task, in parallel.
                 kept_task.copy_from_slice(x_task);
                 for (j, x_n) in x_task.chunks_exact(in_len).enumerate() {
@@ -224,7 +250,8 @@ impl<F: Float> ConvLayer<F> {
         if tasks == 0 || in_len == 0 {
             return x_grad;
         }
-        prepare_scratch(&mut self.scratch, tasks, &g, n_o);
+        prepare_scratch(&mut self.scratch, &mut self.workers, tasks, &g, n_o);
+        let workers = &self.workers;
         let w = self.w.as_standard_layout();
         let w_mat = MatRef::row_major(w.as_slice().expect("standard layout"), n_o, k);
         let x_all = input.as_slice().expect("standard layout");
@@ -242,14 +269,10 @@ impl<F: Float> ConvLayer<F> {
             .zip(tasks_grad)
             .zip(x_all.par_chunks(IMAGES_PER_TASK * in_len))
             .zip(self.scratch.par_iter_mut())
-            .for_each(|(((mut dx_task, grad), x_task), s)| {
-                let TaskScratch {
-                    x_col,
-                    d_col,
-                    w_grad_t,
-                    b_grad,
-                    out,
-                } = s;
+            .for_each(|(((mut dx_task, grad), x_task), task)| {
+                let TaskScratch { w_grad_t, b_grad } = task;
+                let mut worker = worker_scratch(workers);
+                let WorkerScratch { x_col, d_col, out } = &mut *worker;
                 b_grad.fill(F::zero());
                 for (j, x_n) in x_task.chunks_exact(in_len).enumerate() {
                     let dy_n: &[F] = match grad {
@@ -385,9 +408,11 @@ impl<F: Float> ConvLayer<F> {
     }
 }
 
-/// Grows `scratch` to `tasks` entries, each sized for `g` and `n_o` filters.
+/// Grows `scratch` to `tasks` entries and `workers` to one per thread of the current pool,
+/// each sized for `g` and `n_o` filters.
 fn prepare_scratch<F: Float>(
     scratch: &mut Vec<TaskScratch<F>>,
+    workers: &mut Vec<Mutex<WorkerScratch<F>>>,
     tasks: usize,
     g: &ConvGeometry,
     n_o: usize,
@@ -395,13 +420,17 @@ fn prepare_scratch<F: Float>(
     if scratch.len() < tasks {
         scratch.resize_with(tasks, TaskScratch::default);
     }
-    let col_len = g.patch_len() * g.pixels();
     for s in scratch.iter_mut().take(tasks) {
-        s.x_col.resize(col_len, F::zero());
-        s.d_col.resize(col_len, F::zero());
         s.w_grad_t.resize(n_o * g.patch_len(), F::zero());
         s.b_grad.resize(n_o, F::zero());
-        s.out.resize(n_o * g.pixels(), F::zero());
+    }
+    workers.resize_with(rayon::current_num_threads().max(1), Default::default);
+    let col_len = g.patch_len() * g.pixels();
+    for w in workers.iter_mut() {
+        let w = w.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        w.x_col.resize(col_len, F::zero());
+        w.d_col.resize(col_len, F::zero());
+        w.out.resize(n_o * g.pixels(), F::zero());
     }
 }
 
