@@ -83,10 +83,9 @@ fn zero_cols<F: Float>(plane: &mut [F], cols: usize, (start, end): (usize, usize
     if end == start + 1 {
         // The common case (3×3 filters): one element per row, stored directly; `fill`
         // would make a `memset` call for each.
-        plane[start..]
-            .iter_mut()
-            .step_by(cols)
-            .for_each(|v| *v = F::zero());
+        for row in plane.chunks_exact_mut(cols) {
+            row[start] = F::zero();
+        }
     } else {
         for row in plane.chunks_exact_mut(cols) {
             row[start..end].fill(F::zero());
