@@ -4,6 +4,7 @@
 //! side on the same machine.
 
 use anyhow::{Context, Result};
+use scratchnet::layers::ConvLayer;
 use scratchnet::models::Arch;
 use scratchnet::ndarray::{Array4, ArrayD};
 use scratchnet::rand::seq::SliceRandom;
@@ -61,6 +62,58 @@ fn time(warmup: usize, reps: usize, mut f: impl FnMut()) -> Timing {
         max: ms[ms.len() - 1],
         n: ms.len(),
     }
+}
+
+/// Timings of the fused convolution → ReLU → 2×2 pooling that `Sequential` runs for layers
+/// `i..i + 3` of `model` (if they are such a run), on `input`; the backward pass computes
+/// dℓ/dx except for the first layer, as in training.
+fn fused_rows(
+    model: &mut Sequential<f32>,
+    i: usize,
+    input: &ArrayD<f32>,
+    threads: usize,
+    reps: usize,
+) -> Option<[Row; 2]> {
+    let names: Vec<String> = model
+        .layers()
+        .iter()
+        .skip(i)
+        .take(3)
+        .map(|l| l.name())
+        .collect();
+    if names.len() < 3 || names[1] != "ReluLayer" || names[2] != "MaxPoolLayer(2×2)" {
+        return None;
+    }
+    let (f, b) = flops(model.layers()[i].as_ref(), input.shape(), i > 0);
+    let conv = model.layers_mut()[i]
+        .as_any_mut()?
+        .downcast_mut::<ConvLayer<f32>>()?;
+    let mut mask = Vec::new();
+    let out = conv.forward_relu_pool2(input.view(), &mut mask);
+    let name = format!("{i}-{} {} + ReLU + pool, fused", i + 2, names[0]);
+    let forward = time(3, reps, || {
+        conv.forward_relu_pool2(input.view(), &mut mask);
+    });
+    let dy = out.mapv(|v| v * 0.5 + 0.01);
+    let backward = time(3, reps, || {
+        conv.backward_relu_pool2(dy.view(), &mask, i > 0);
+    });
+    Some([
+        Row {
+            workload: format!("{name} forward"),
+            threads,
+            t: forward,
+            images: 128,
+            flop: f,
+        },
+        Row {
+            workload: format!("{name} backward"),
+            threads,
+            t: backward,
+            images: 128,
+            flop: b,
+        },
+    ])
 }
 
 /// Floating-point operations of one layer's forward pass and backward pass (multiply-adds
@@ -186,6 +239,9 @@ fn measure(workload: &str, threads: usize, reps: usize, rows: &mut Vec<Row>) {
                     images: 128,
                     flop: b,
                 });
+                if let Some(row) = fused_rows(&mut lab, i, &input, threads, reps) {
+                    rows.extend(row);
+                }
                 input = out;
             }
         }

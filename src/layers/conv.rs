@@ -340,11 +340,7 @@ impl<F: Float> ConvLayer<F> {
     ///
     /// # Shapes
     /// `x: (n_b, n_i, n_r, n_c)` with `n_r`, `n_c` even → `(n_b, n_o, n_r/2, n_c/2)`.
-    pub(crate) fn forward_relu_pool2(
-        &mut self,
-        x: ArrayViewD<'_, F>,
-        mask: &mut Vec<u8>,
-    ) -> ArrayD<F> {
+    pub fn forward_relu_pool2(&mut self, x: ArrayViewD<'_, F>, mask: &mut Vec<u8>) -> ArrayD<F> {
         let shape = expect_shape(self, x.shape());
         let x = x.into_dimensionality::<Ix4>().expect("checked");
         let (n_b, n_o, rows, cols) = (shape[0], shape[1], shape[2], shape[3]);
@@ -369,7 +365,7 @@ impl<F: Float> ConvLayer<F> {
 
     /// The backward of [`Self::forward_relu_pool2`] from `y_grad: (n_b, n_o, n_r/2, n_c/2)`:
     /// sets the parameter gradients and returns dℓ/dx if `want_x_grad`.
-    pub(crate) fn backward_relu_pool2(
+    pub fn backward_relu_pool2(
         &mut self,
         y_grad: ArrayViewD<'_, F>,
         mask: &[u8],

@@ -22,6 +22,7 @@
 
 use crate::layer::{expect_grad_shape, expect_shape, missing_forward, zeros_par};
 use crate::{Float, Layer, ShapeError};
+use multiversion::multiversion;
 use ndarray::{ArrayD, ArrayViewD};
 use rayon::prelude::*;
 
@@ -56,6 +57,11 @@ impl<F: Float> MaxPoolLayer<F> {
 
 /// Pools one `rows × cols` plane into `y` (`⌊rows/k⌋ × ⌊cols/k⌋`) and marks the maxima in
 /// `mask` (1 where an input equals its window's maximum, else 0).
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn pool_plane<F: Float>(x: &[F], cols: usize, k: usize, y: &mut [F], mask: &mut [u8]) {
     if k == 2 {
         return pool_plane_2x2(x, cols, y, mask);
@@ -82,6 +88,7 @@ fn pool_plane<F: Float>(x: &[F], cols: usize, k: usize, y: &mut [F], mask: &mut 
 }
 
 /// The lab's case, `k = 2`, with the four window values in registers.
+#[inline(always)]
 fn pool_plane_2x2<F: Float>(x: &[F], cols: usize, y: &mut [F], mask: &mut [u8]) {
     let out_c = cols / 2;
     if cols % 2 == 1 {
@@ -105,6 +112,11 @@ fn pool_plane_2x2<F: Float>(x: &[F], cols: usize, y: &mut [F], mask: &mut [u8]) 
 }
 
 /// Sends each output gradient to the marked inputs of its window; `dx` starts at zero.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn unpool_plane<F: Float>(dy: &[F], mask: &[u8], cols: usize, k: usize, dx: &mut [F]) {
     let out_c = cols / k;
     if k == 2 {

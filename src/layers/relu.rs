@@ -15,6 +15,7 @@
 
 use crate::layer::{expect_grad_shape, missing_forward, zeros_par};
 use crate::{Float, Layer, ShapeError};
+use multiversion::multiversion;
 use ndarray::{ArrayD, ArrayViewD};
 use rayon::prelude::*;
 
@@ -44,6 +45,32 @@ impl<F: Float> ReluLayer<F> {
     }
 }
 
+/// `y = max(x, 0)` and `m = [x > 0]`, elementwise.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
+fn relu_forward<F: Float>(x: &[F], y: &mut [F], m: &mut [bool]) {
+    for ((y, &x), m) in y.iter_mut().zip(x).zip(m) {
+        *m = x > F::zero();
+        // a select, not a branch: the sign pattern is data-dependent
+        *y = if *m { x } else { F::zero() };
+    }
+}
+
+/// `dx = dy ⊙ m`, elementwise.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
+fn relu_backward<F: Float>(dy: &[F], m: &[bool], dx: &mut [F]) {
+    for ((dx, &g), &m) in dx.iter_mut().zip(dy).zip(m) {
+        *dx = if m { g } else { F::zero() };
+    }
+}
+
 impl<F: Float> Layer<F> for ReluLayer<F> {
     /// # Shapes
     /// Any shape; `y` has the shape of `x`.
@@ -57,12 +84,7 @@ impl<F: Float> Layer<F> for ReluLayer<F> {
             .par_chunks_mut(CHUNK)
             .zip(x.as_slice().expect("standard layout").par_chunks(CHUNK))
             .zip(mask.par_chunks_mut(CHUNK))
-            .for_each(|((y, x), m)| {
-                for ((y, &x), m) in y.iter_mut().zip(x).zip(m) {
-                    *m = x > F::zero();
-                    *y = if *m { x } else { F::zero() };
-                }
-            });
+            .for_each(|((y, x), m)| relu_forward(x, y, m));
         self.mask = Some((x.shape().to_vec(), mask));
         y
     }
@@ -81,12 +103,7 @@ impl<F: Float> Layer<F> for ReluLayer<F> {
             .par_chunks_mut(CHUNK)
             .zip(dy.as_slice().expect("standard layout").par_chunks(CHUNK))
             .zip(mask.par_chunks(CHUNK))
-            .for_each(|((dx, dy), m)| {
-                for ((dx, &g), &m) in dx.iter_mut().zip(dy).zip(m) {
-                    // a lookup, not a branch: the sign pattern is data-dependent
-                    *dx = [F::zero(), g][usize::from(m)];
-                }
-            });
+            .for_each(|((dx, dy), m)| relu_backward(dy, m, dx));
         dx
     }
 
