@@ -35,6 +35,10 @@ pub trait Float:
     fn from_f64(v: f64) -> Self;
     /// Converts to `f64` (exact).
     fn as_f64(self) -> f64;
+    /// The same slice as `f32` when `Self` is `f32` (for kernels with `f32`-only SIMD code).
+    fn as_f32_slice(x: &[Self]) -> Option<&[f32]>;
+    /// The same slice as `f32` when `Self` is `f32`, mutable.
+    fn as_f32_slice_mut(x: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 impl Float for f32 {
@@ -45,6 +49,12 @@ impl Float for f32 {
     fn as_f64(self) -> f64 {
         self as f64
     }
+    fn as_f32_slice(x: &[Self]) -> Option<&[f32]> {
+        Some(x)
+    }
+    fn as_f32_slice_mut(x: &mut [Self]) -> Option<&mut [f32]> {
+        Some(x)
+    }
 }
 
 impl Float for f64 {
@@ -54,5 +64,11 @@ impl Float for f64 {
     }
     fn as_f64(self) -> f64 {
         self
+    }
+    fn as_f32_slice(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn as_f32_slice_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
     }
 }

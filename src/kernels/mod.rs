@@ -1,5 +1,6 @@
 //! Numeric kernels, kept apart from the layers' math so they can be optimised alone.
 //!
+//! - [`direct`]: the direct convolution for layers with few input channels;
 //! - [`gemm`]: the matrix product (a safe wrapper over the `gemm` crate, which picks
 //!   AVX2/AVX-512/NEON kernels at run time);
 //! - [`im2col`]: lowering a padded convolution to a matrix product and back;
@@ -8,6 +9,7 @@
 //! - [`reference`](mod@reference): plain loops straight from the formulas, the ground truth the fast
 //!   kernels are tested against.
 
+pub mod direct;
 pub mod gemm;
 pub mod im2col;
 pub mod reduce;

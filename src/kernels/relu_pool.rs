@@ -28,7 +28,7 @@ use multiversion::multiversion;
 ))]
 pub fn bias_relu_pool2<F: Float>(v: &[F], bias: F, cols: usize, y: &mut [F], mask: &mut [u8]) {
     assert!(
-        cols > 0 && cols % 2 == 0,
+        cols > 0 && cols.is_multiple_of(2),
         "bias_relu_pool2: cols must be even"
     );
     assert_eq!(v.len(), 4 * y.len(), "bias_relu_pool2: plane length");
@@ -76,7 +76,7 @@ pub fn bias_relu_pool2<F: Float>(v: &[F], bias: F, cols: usize, y: &mut [F], mas
 ))]
 pub fn relu_pool2_backward<F: Float>(dy: &[F], mask: &[u8], cols: usize, dv: &mut [F]) {
     assert!(
-        cols > 0 && cols % 2 == 0,
+        cols > 0 && cols.is_multiple_of(2),
         "relu_pool2_backward: cols must be even"
     );
     assert_eq!(dv.len(), 4 * dy.len(), "relu_pool2_backward: plane length");

@@ -12,6 +12,8 @@
 //! The fast path lowers each image to a matrix with [`im2col`] and does one GEMM per image
 //! and product (`Y = W·X_col`, `dWᵀ += X_col·dYᵀ`, `dX_col = Wᵀ·dY`), in parallel over
 //! images; [`crate::kernels::reference`] holds the plain loops it is tested against.
+//! [`ConvLayer::forward_relu_pool2`] runs the layer with ReLU and 2×2 max pooling applied to
+//! each image's output while it is still in cache; [`crate::Sequential`] uses it.
 //!
 //! ```
 //! use scratchnet::layers::ConvLayer;
@@ -26,6 +28,9 @@
 //! ```
 
 use crate::init::glorot_normal;
+use crate::kernels::direct::{
+    conv_forward, conv_weight_grad, pad_image, padded_len, prefers_direct,
+};
 use crate::kernels::gemm::{matmul, MatRef};
 use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
 use crate::kernels::reduce::sum;
@@ -74,6 +79,8 @@ struct TaskScratch<F> {
 #[derive(Default)]
 struct WorkerScratch<F> {
     x_col: Vec<F>,
+    /// The zero-padded image of the direct kernels ([`crate::kernels::direct`]).
+    x_pad: Vec<F>,
     d_col: Vec<F>,
     /// One image's full-size output (fused forward) or dℓ/dy (fused backward).
     out: Vec<F>,
@@ -186,7 +193,9 @@ impl<F: Float> ConvLayer<F> {
         );
         let workers = &self.workers;
         let w = self.w.as_standard_layout();
-        let w_mat = MatRef::row_major(w.as_slice().expect("standard layout"), n_o, k);
+        let w_mat_data = w.as_slice().expect("standard layout");
+        let w_mat = MatRef::row_major(w_mat_data, n_o, k);
+        let direct = prefers_direct(&g);
         let b = self.b.as_standard_layout();
         let b = b.as_slice().expect("standard layout");
         let kept = input.as_slice_mut().expect("standard layout");
@@ -194,31 +203,40 @@ impl<F: Float> ConvLayer<F> {
             .into_par_iter()
             .zip(x_all.par_chunks(IMAGES_PER_TASK * in_len))
             .zip(kept.par_chunks_mut(IMAGES_PER_TASK * in_len))
-            .for_each(|((mut out, x_task), kept_task)| {
+            .for_each(|((mut out_task, x_task), kept_task)| {
                 let mut s = worker_scratch(workers);
-                let s = &mut *s;
+                let WorkerScratch {
+                    x_col, x_pad, out, ..
+                } = &mut *s;
                 // Keep the input for the backward pass: copied by each task, in parallel.
                 kept_task.copy_from_slice(x_task);
+                // y_n = W ⋆ x_n, without the bias.
+                let mut convolve = |x_n: &[F], y_n: &mut [F]| {
+                    if direct {
+                        pad_image(x_n, &g, x_pad);
+                        conv_forward(x_pad, &g, w_mat_data, n_o, y_n);
+                    } else {
+                        im2col(x_n, &g, x_col);
+                        matmul(w_mat, MatRef::row_major(x_col, k, p), y_n, false);
+                    }
+                };
                 for (j, x_n) in x_task.chunks_exact(in_len).enumerate() {
-                    im2col(x_n, &g, &mut s.x_col);
-                    let x_mat = MatRef::row_major(&s.x_col, k, p);
-                    match &mut out {
+                    match &mut out_task {
                         TaskOut::Dense(y) => {
                             let y_n = &mut y[j * n_o * p..(j + 1) * n_o * p];
-                            matmul(w_mat, x_mat, y_n, false);
+                            convolve(x_n, y_n);
                             for (row, &bias) in y_n.chunks_exact_mut(p).zip(b) {
                                 row.iter_mut().for_each(|v| *v += bias);
                             }
                         }
                         TaskOut::ReluPool2 { y, mask } => {
                             // The full-size output stays in this scratch buffer, in cache.
-                            matmul(w_mat, x_mat, &mut s.out, false);
+                            convolve(x_n, out);
                             let q = p / 4;
                             let outs = y[j * n_o * q..(j + 1) * n_o * q]
                                 .chunks_exact_mut(q)
                                 .zip(mask[j * n_o * q..(j + 1) * n_o * q].chunks_exact_mut(q));
-                            for ((plane, &bias), (y_o, m_o)) in
-                                s.out.chunks_exact(p).zip(b).zip(outs)
+                            for ((plane, &bias), (y_o, m_o)) in out.chunks_exact(p).zip(b).zip(outs)
                             {
                                 bias_relu_pool2(plane, bias, cols, y_o, m_o);
                             }
@@ -254,6 +272,7 @@ impl<F: Float> ConvLayer<F> {
         let workers = &self.workers;
         let w = self.w.as_standard_layout();
         let w_mat = MatRef::row_major(w.as_slice().expect("standard layout"), n_o, k);
+        let direct = prefers_direct(&g);
         let x_all = input.as_slice().expect("standard layout");
         let dx_tasks: Vec<Option<&mut [F]>> = match &mut x_grad {
             Some(dx) => dx
@@ -272,7 +291,12 @@ impl<F: Float> ConvLayer<F> {
             .for_each(|(((mut dx_task, grad), x_task), task)| {
                 let TaskScratch { w_grad_t, b_grad } = task;
                 let mut worker = worker_scratch(workers);
-                let WorkerScratch { x_col, d_col, out } = &mut *worker;
+                let WorkerScratch {
+                    x_col,
+                    x_pad,
+                    d_col,
+                    out,
+                } = &mut *worker;
                 b_grad.fill(F::zero());
                 for (j, x_n) in x_task.chunks_exact(in_len).enumerate() {
                     let dy_n: &[F] = match grad {
@@ -290,10 +314,15 @@ impl<F: Float> ConvLayer<F> {
                         }
                     };
                     let dy_mat = MatRef::row_major(dy_n, n_o, p);
-                    im2col(x_n, &g, x_col);
-                    // dWᵀ += X_col · dYᵀ (the transposed product runs faster in the GEMM
-                    // kernels than dY · X_colᵀ: both operands stream along the pixels).
-                    matmul(MatRef::row_major(x_col, k, p), dy_mat.t(), w_grad_t, j > 0);
+                    if direct {
+                        pad_image(x_n, &g, x_pad);
+                        conv_weight_grad(x_pad, &g, dy_n, n_o, w_grad_t, j > 0);
+                    } else {
+                        im2col(x_n, &g, x_col);
+                        // dWᵀ += X_col · dYᵀ (the transposed product runs faster in the GEMM
+                        // kernels than dY · X_colᵀ: both operands stream along the pixels).
+                        matmul(MatRef::row_major(x_col, k, p), dy_mat.t(), w_grad_t, j > 0);
+                    }
                     for (acc, row) in b_grad.iter_mut().zip(dy_n.chunks_exact(p)) {
                         *acc += sum(row);
                     }
@@ -340,6 +369,9 @@ impl<F: Float> ConvLayer<F> {
     ///
     /// # Shapes
     /// `x: (n_b, n_i, n_r, n_c)` with `n_r`, `n_c` even → `(n_b, n_o, n_r/2, n_c/2)`.
+    ///
+    /// # Panics
+    /// If `x` does not fit the layer or has an odd number of rows or columns.
     pub fn forward_relu_pool2(&mut self, x: ArrayViewD<'_, F>, mask: &mut Vec<u8>) -> ArrayD<F> {
         let shape = expect_shape(self, x.shape());
         let x = x.into_dimensionality::<Ix4>().expect("checked");
@@ -365,6 +397,10 @@ impl<F: Float> ConvLayer<F> {
 
     /// The backward of [`Self::forward_relu_pool2`] from `y_grad: (n_b, n_o, n_r/2, n_c/2)`:
     /// sets the parameter gradients and returns dℓ/dx if `want_x_grad`.
+    ///
+    /// # Panics
+    /// If called before [`Self::forward_relu_pool2`], or if `y_grad` or `mask` does not match
+    /// its output.
     pub fn backward_relu_pool2(
         &mut self,
         y_grad: ArrayViewD<'_, F>,
@@ -426,6 +462,8 @@ fn prepare_scratch<F: Float>(
         let w = w.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
         w.x_col.resize(col_len, F::zero());
         w.d_col.resize(col_len, F::zero());
+        w.x_pad
+            .resize(if prefers_direct(g) { padded_len(g) } else { 0 }, F::zero());
         w.out.resize(n_o * g.pixels(), F::zero());
     }
 }

@@ -130,7 +130,7 @@ mod tests {
     fn gradients_match_numerical_differences_for_several_ranks() {
         // values kept away from 0, where ReLU has no derivative
         let away = |i: usize| {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 0.3 + (i % 7) as f64 * 0.1
             } else {
                 -0.4 - (i % 5) as f64 * 0.1

@@ -1,0 +1,700 @@
+//! Direct convolution for layers with few input channels (the lab's first layer: 3 → 16).
+//!
+//! With `n_i·h·h` small (27 for 3 channels and 3×3 filters), im2col + GEMM spends more time
+//! copying and packing than multiplying. These kernels read a zero-padded copy of the image
+//! instead, where tap `t = (i, a, b)` of output pixel `(r, c)` sits at the fixed offset
+//! `off[t] = (i·rows_pad + a)·stride + b` from `r·stride + c`, and keep a block of sums in
+//! registers:
+//!
+//! - forward, [`conv_forward`]: `y[o, r, c] = Σ_t W[o, t] · x_pad[off[t] + r·stride + c]`,
+//!   for a block of filters × `COL_BLOCK` pixels of one row, every tap added in order;
+//! - weight gradient, [`conv_weight_grad`]:
+//!   `dWᵀ[t, o] = Σ_{r,c} x_pad[off[t] + r·stride + c] · dy[o, r, c]`, for a block of taps ×
+//!   a block of filters, summed in `COL_BLOCK` lanes, then lane by lane.
+//!
+//! `x_pad` has `(h−1)/2` zero rows and columns before the image and `h/2` after, as in
+//! [`crate::kernels::im2col`], whose results these match up to rounding (the sums run in
+//! another order). Two implementations of each: portable loops that the compiler vectorises
+//! (compiled for AVX-512, AVX2 and NEON, the best picked at run time), and for `f32` on
+//! processors with AVX-512 an explicit kernel that holds 16 filters × 16 pixels (forward) or
+//! 3 taps × 4 filters (weight gradient) in registers; the tests check one against the other.
+
+use super::im2col::ConvGeometry;
+use crate::Float;
+
+/// Pixels of one row per register block (one AVX-512 vector of `f32`).
+const COL_BLOCK: usize = 16;
+
+/// Layers whose patch (`n_i·h·h`) is at most this long use the direct kernels: past it, one
+/// GEMM per image reuses each loaded value across enough filters to win.
+pub const MAX_DIRECT_PATCH: usize = 32;
+
+/// Whether the direct kernels should run this geometry (see [`MAX_DIRECT_PATCH`]).
+pub fn prefers_direct(g: &ConvGeometry) -> bool {
+    g.patch_len() <= MAX_DIRECT_PATCH
+}
+
+/// Layout of the zero-padded image: `rows` rows of `stride` values per channel.
+#[derive(Clone, Copy, Debug)]
+struct PaddedLayout {
+    rows: usize,
+    stride: usize,
+}
+
+impl PaddedLayout {
+    fn of(g: &ConvGeometry) -> Self {
+        Self {
+            rows: g.rows + g.h - 1,
+            // Whole column blocks, so a block that starts inside a row never reads past the
+            // padded image.
+            stride: g.cols.div_ceil(COL_BLOCK) * COL_BLOCK + g.h - 1,
+        }
+    }
+
+    fn len(&self, channels: usize) -> usize {
+        channels * self.rows * self.stride
+    }
+
+    /// `off[t]` for every tap `t = (i, a, b)`, in `X_col` row order.
+    fn tap_offsets(&self, g: &ConvGeometry) -> Vec<usize> {
+        let mut off = Vec::with_capacity(g.patch_len());
+        for i in 0..g.channels {
+            for a in 0..g.h {
+                for b in 0..g.h {
+                    off.push((i * self.rows + a) * self.stride + b);
+                }
+            }
+        }
+        off
+    }
+}
+
+/// Number of values a padded image of geometry `g` takes (see [`pad_image`]).
+pub fn padded_len(g: &ConvGeometry) -> usize {
+    PaddedLayout::of(g).len(g.channels)
+}
+
+/// Writes the zero-padded copy of one image `x` (`channels × rows × cols`) into `padded`
+/// (`padded_len(g)` values), laid out for [`conv_forward`] and [`conv_weight_grad`].
+///
+/// # Panics
+/// If `x` or `padded` does not have the geometry's length.
+pub fn pad_image<F: Float>(x: &[F], g: &ConvGeometry, padded: &mut [F]) {
+    assert_eq!(x.len(), g.image_len(), "pad_image: image length");
+    assert_eq!(padded.len(), padded_len(g), "pad_image: padded length");
+    let lay = PaddedLayout::of(g);
+    let pad = g.pad_before();
+    padded.fill(F::zero());
+    if g.cols == 0 {
+        return;
+    }
+    for (plane, out) in x
+        .chunks_exact(g.pixels())
+        .zip(padded.chunks_exact_mut(lay.rows * lay.stride))
+    {
+        for (row, out_row) in plane
+            .chunks_exact(g.cols)
+            .zip(out[pad * lay.stride..].chunks_exact_mut(lay.stride))
+        {
+            out_row[pad..pad + g.cols].copy_from_slice(row);
+        }
+    }
+}
+
+/// `y = W ⋆ x` (no bias) for one image, from its [`pad_image`] copy.
+///
+/// # Shapes
+/// `padded`: from [`pad_image`] with `g`; `w`: `(n_o, n_i·h·h)` row-major;
+/// `y`: `(n_o, rows, cols)`, overwritten.
+///
+/// # Panics
+/// If the slices do not match `g` and `n_o`.
+pub fn conv_forward<F: Float>(padded: &[F], g: &ConvGeometry, w: &[F], n_o: usize, y: &mut [F]) {
+    let lay = PaddedLayout::of(g);
+    assert_eq!(
+        padded.len(),
+        lay.len(g.channels),
+        "conv_forward: padded length"
+    );
+    assert_eq!(w.len(), n_o * g.patch_len(), "conv_forward: weight length");
+    assert_eq!(y.len(), n_o * g.pixels(), "conv_forward: output length");
+    let off = lay.tap_offsets(g);
+    let mut o0 = 0;
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(padded), Some(w), Some(y)) = (
+        F::as_f32_slice(padded),
+        F::as_f32_slice(w),
+        F::as_f32_slice_mut(&mut *y),
+    ) {
+        if avx512::available() {
+            o0 = avx512::conv_forward(padded, g, lay, &off, w, n_o, y);
+        }
+    }
+    portable::conv_forward(padded, g, lay, &off, w, o0..n_o, y);
+}
+
+/// `dWᵀ ← [dWᵀ +] Σ_pixels x_pad·dy` for one image:
+/// `dWᵀ[t, o] = Σ_{r,c} x_pad[off[t] + r·stride + c] · dy[o, r, c]`.
+///
+/// # Shapes
+/// `padded`: from [`pad_image`] with `g`; `dy`: `(n_o, rows, cols)`;
+/// `w_grad_t`: `(n_i·h·h, n_o)` row-major, overwritten or, if `accumulate`, added to.
+///
+/// # Panics
+/// If the slices do not match `g` and `n_o`.
+pub fn conv_weight_grad<F: Float>(
+    padded: &[F],
+    g: &ConvGeometry,
+    dy: &[F],
+    n_o: usize,
+    w_grad_t: &mut [F],
+    accumulate: bool,
+) {
+    let lay = PaddedLayout::of(g);
+    assert_eq!(
+        padded.len(),
+        lay.len(g.channels),
+        "conv_weight_grad: padded length"
+    );
+    assert_eq!(dy.len(), n_o * g.pixels(), "conv_weight_grad: dy length");
+    assert_eq!(
+        w_grad_t.len(),
+        g.patch_len() * n_o,
+        "conv_weight_grad: gradient length"
+    );
+    if !accumulate {
+        w_grad_t.fill(F::zero());
+    }
+    let off = lay.tap_offsets(g);
+    let mut o0 = 0;
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(padded), Some(dy), Some(w_grad_t)) = (
+        F::as_f32_slice(padded),
+        F::as_f32_slice(dy),
+        F::as_f32_slice_mut(&mut *w_grad_t),
+    ) {
+        if avx512::available() {
+            o0 = avx512::conv_weight_grad(padded, g, lay, &off, dy, n_o, w_grad_t);
+        }
+    }
+    portable::conv_weight_grad(padded, g, lay, &off, dy, o0..n_o, n_o, w_grad_t);
+}
+
+/// The kernels in plain Rust, for any target and for `f64`.
+mod portable {
+    use super::{PaddedLayout, COL_BLOCK};
+    use crate::kernels::im2col::ConvGeometry;
+    use crate::Float;
+    use multiversion::multiversion;
+    use std::ops::Range;
+
+    /// Filters per register block.
+    const OUT_BLOCK: usize = 4;
+
+    /// [`super::conv_forward`] for filters `filters` only.
+    #[multiversion(targets(
+        "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+        "x86_64+avx2+fma",
+        "aarch64+neon"
+    ))]
+    pub(super) fn conv_forward<F: Float>(
+        padded: &[F],
+        g: &ConvGeometry,
+        lay: PaddedLayout,
+        off: &[usize],
+        w: &[F],
+        filters: Range<usize>,
+        y: &mut [F],
+    ) {
+        let mut o0 = filters.start;
+        while o0 + OUT_BLOCK <= filters.end {
+            forward_block::<F, OUT_BLOCK>(padded, g, lay, off, w, o0, y);
+            o0 += OUT_BLOCK;
+        }
+        for o in o0..filters.end {
+            forward_block::<F, 1>(padded, g, lay, off, w, o, y);
+        }
+    }
+
+    /// Filters `o0..o0+OB`: `OB × COL_BLOCK` sums held in registers while every tap is added
+    /// in order.
+    #[inline(always)]
+    fn forward_block<F: Float, const OB: usize>(
+        padded: &[F],
+        g: &ConvGeometry,
+        lay: PaddedLayout,
+        off: &[usize],
+        w: &[F],
+        o0: usize,
+        y: &mut [F],
+    ) {
+        let (k, p) = (g.patch_len(), g.pixels());
+        let filters: [&[F]; OB] = std::array::from_fn(|f| &w[(o0 + f) * k..(o0 + f + 1) * k]);
+        for r in 0..g.rows {
+            for c0 in (0..g.cols).step_by(COL_BLOCK) {
+                let window = &padded[r * lay.stride + c0..];
+                let mut acc = [[F::zero(); COL_BLOCK]; OB];
+                for (t, &o) in off.iter().enumerate() {
+                    let xv: &[F; COL_BLOCK] = window[o..o + COL_BLOCK].try_into().expect("block");
+                    for f in 0..OB {
+                        axpy(&mut acc[f], filters[f][t], xv);
+                    }
+                }
+                let n = COL_BLOCK.min(g.cols - c0);
+                for (f, acc_f) in acc.iter().enumerate() {
+                    let start = (o0 + f) * p + r * g.cols + c0;
+                    y[start..start + n].copy_from_slice(&acc_f[..n]);
+                }
+            }
+        }
+    }
+
+    /// [`super::conv_weight_grad`] (accumulating) for filters `filters` only.
+    #[multiversion(targets(
+        "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+        "x86_64+avx2+fma",
+        "aarch64+neon"
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn conv_weight_grad<F: Float>(
+        padded: &[F],
+        g: &ConvGeometry,
+        lay: PaddedLayout,
+        off: &[usize],
+        dy: &[F],
+        filters: Range<usize>,
+        n_o: usize,
+        w_grad_t: &mut [F],
+    ) {
+        let mut o0 = filters.start;
+        while o0 + OUT_BLOCK <= filters.end {
+            weight_grad_block::<F, OUT_BLOCK>(padded, g, lay, off, dy, o0, n_o, w_grad_t);
+            o0 += OUT_BLOCK;
+        }
+        for o in o0..filters.end {
+            weight_grad_block::<F, 1>(padded, g, lay, off, dy, o, n_o, w_grad_t);
+        }
+    }
+
+    /// Filters `o0..o0+OB`, one tap at a time: `OB × COL_BLOCK` partial sums over the
+    /// pixels, then each filter's lanes summed in order.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn weight_grad_block<F: Float, const OB: usize>(
+        padded: &[F],
+        g: &ConvGeometry,
+        lay: PaddedLayout,
+        off: &[usize],
+        dy: &[F],
+        o0: usize,
+        n_o: usize,
+        w_grad_t: &mut [F],
+    ) {
+        let (p, cols) = (g.pixels(), g.cols);
+        let planes: [&[F]; OB] = std::array::from_fn(|f| &dy[(o0 + f) * p..(o0 + f + 1) * p]);
+        let whole = cols / COL_BLOCK * COL_BLOCK;
+        for (t, &o) in off.iter().enumerate() {
+            let mut acc = [[F::zero(); COL_BLOCK]; OB];
+            let mut tail = [F::zero(); OB];
+            for r in 0..g.rows {
+                let x_row = &padded[o + r * lay.stride..][..cols];
+                for c0 in (0..whole).step_by(COL_BLOCK) {
+                    let xv: &[F; COL_BLOCK] = x_row[c0..c0 + COL_BLOCK].try_into().expect("block");
+                    for f in 0..OB {
+                        let dv: &[F; COL_BLOCK] = planes[f][r * cols + c0..][..COL_BLOCK]
+                            .try_into()
+                            .expect("block");
+                        mul_add(&mut acc[f], xv, dv);
+                    }
+                }
+                for (t_f, plane) in tail.iter_mut().zip(&planes) {
+                    for c in whole..cols {
+                        *t_f += x_row[c] * plane[r * cols + c];
+                    }
+                }
+            }
+            for (f, (acc_f, &t_f)) in acc.iter().zip(&tail).enumerate() {
+                let lanes = acc_f.iter().fold(F::zero(), |s, &v| s + v);
+                w_grad_t[t * n_o + o0 + f] += lanes + t_f;
+            }
+        }
+    }
+
+    /// `acc += s · x`, lane by lane.
+    #[inline(always)]
+    fn axpy<F: Float>(acc: &mut [F; COL_BLOCK], s: F, x: &[F; COL_BLOCK]) {
+        for l in 0..COL_BLOCK {
+            acc[l] += s * x[l];
+        }
+    }
+
+    /// `acc += x ⊙ d`, lane by lane.
+    #[inline(always)]
+    fn mul_add<F: Float>(acc: &mut [F; COL_BLOCK], x: &[F; COL_BLOCK], d: &[F; COL_BLOCK]) {
+        for l in 0..COL_BLOCK {
+            acc[l] += x[l] * d[l];
+        }
+    }
+}
+
+/// The `f32` kernels for AVX-512, in explicit intrinsics: the compiler does not find these
+/// register blocks by itself (it vectorises across filters with gathers instead).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{PaddedLayout, COL_BLOCK};
+    use crate::kernels::im2col::ConvGeometry;
+    use std::arch::x86_64::*;
+
+    /// Filters per forward block: 16 sums of 16 pixels in 16 of the 32 registers.
+    const FORWARD_FILTERS: usize = 16;
+    /// Taps × filters per weight-gradient block: 12 sums (more spill to the stack).
+    const GRAD_TAPS: usize = 3;
+    const GRAD_FILTERS: usize = 4;
+
+    /// Whether this processor runs these kernels (checked once, then cached by std).
+    pub(super) fn available() -> bool {
+        is_x86_feature_detected!("avx512f")
+    }
+
+    /// The lanes `0..n` of a 16-lane vector.
+    fn lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// [`super::conv_forward`] for the leading whole blocks of [`FORWARD_FILTERS`] filters;
+    /// returns the first filter it did not do. Requires [`available`].
+    pub(super) fn conv_forward(
+        padded: &[f32],
+        g: &ConvGeometry,
+        lay: PaddedLayout,
+        off: &[usize],
+        w: &[f32],
+        n_o: usize,
+        y: &mut [f32],
+    ) -> usize {
+        let blocks = n_o / FORWARD_FILTERS;
+        for block in 0..blocks {
+            // SAFETY: `available()` was checked by the caller; the lengths were checked by
+            // `super::conv_forward`: every read `r·stride + c0 + off[t] + 0..16` stays inside
+            // `padded` because `c0 + 16 + h − 1 ≤ stride` and `r + h − 1 < rows_pad`, and every
+            // write is masked to the row's `cols`.
+            unsafe { forward_block(padded, g, lay, off, w, block * FORWARD_FILTERS, y) };
+        }
+        blocks * FORWARD_FILTERS
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn forward_block(
+        padded: &[f32],
+        g: &ConvGeometry,
+        lay: PaddedLayout,
+        off: &[usize],
+        w: &[f32],
+        o0: usize,
+        y: &mut [f32],
+    ) {
+        let (k, p) = (g.patch_len(), g.pixels());
+        let w = &w[o0 * k..(o0 + FORWARD_FILTERS) * k];
+        let y = &mut y[o0 * p..(o0 + FORWARD_FILTERS) * p];
+        for r in 0..g.rows {
+            for c0 in (0..g.cols).step_by(COL_BLOCK) {
+                let window = padded.as_ptr().add(r * lay.stride + c0);
+                let mut acc = [_mm512_setzero_ps(); FORWARD_FILTERS];
+                for (t, &o) in off.iter().enumerate() {
+                    let xv = _mm512_loadu_ps(window.add(o));
+                    for (f, acc_f) in acc.iter_mut().enumerate() {
+                        let w_ft = _mm512_set1_ps(*w.get_unchecked(f * k + t));
+                        *acc_f = _mm512_fmadd_ps(w_ft, xv, *acc_f);
+                    }
+                }
+                let keep = lanes(g.cols - c0);
+                for (f, acc_f) in acc.iter().enumerate() {
+                    let out = y.as_mut_ptr().add(f * p + r * g.cols + c0);
+                    _mm512_mask_storeu_ps(out, keep, *acc_f);
+                }
+            }
+        }
+    }
+
+    /// [`super::conv_weight_grad`] (accumulating) for the leading whole blocks of
+    /// [`GRAD_FILTERS`] filters; returns the first filter it did not do. Requires
+    /// [`available`].
+    pub(super) fn conv_weight_grad(
+        padded: &[f32],
+        g: &ConvGeometry,
+        lay: PaddedLayout,
+        off: &[usize],
+        dy: &[f32],
+        n_o: usize,
+        w_grad_t: &mut [f32],
+    ) -> usize {
+        let blocks = n_o / GRAD_FILTERS;
+        for block in 0..blocks {
+            let o0 = block * GRAD_FILTERS;
+            let mut t0 = 0;
+            while t0 < off.len() {
+                let taps = (off.len() - t0).min(GRAD_TAPS);
+                let sums = if taps == GRAD_TAPS {
+                    // SAFETY: as for `conv_forward`: reads of `padded` stay inside it
+                    // (whole-row reads are masked to `cols`), reads of `dy` are masked to
+                    // each row of `cols` pixels of filters `o0..o0 + 4 ≤ n_o`.
+                    unsafe { grad_block::<GRAD_TAPS>(padded, g, lay, &off[t0..t0 + taps], dy, o0) }
+                        .to_vec()
+                } else {
+                    off[t0..t0 + taps]
+                        .iter()
+                        .flat_map(|&o| {
+                            // SAFETY: as above, for one tap.
+                            unsafe { grad_block::<1>(padded, g, lay, &[o], dy, o0) }
+                        })
+                        .collect()
+                };
+                for (j, row) in sums.iter().enumerate() {
+                    let out = &mut w_grad_t[(t0 + j) * n_o + o0..][..GRAD_FILTERS];
+                    out.iter_mut().zip(row).for_each(|(a, v)| *a += *v);
+                }
+                t0 += taps;
+            }
+        }
+        blocks * GRAD_FILTERS
+    }
+
+    /// `TB` taps (offsets `off`) × filters `o0..o0+4`: the sums over every pixel, each
+    /// accumulated in 16 lanes, then reduced.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn grad_block<const TB: usize>(
+        padded: &[f32],
+        g: &ConvGeometry,
+        lay: PaddedLayout,
+        off: &[usize],
+        dy: &[f32],
+        o0: usize,
+    ) -> [[f32; GRAD_FILTERS]; TB] {
+        let (p, cols) = (g.pixels(), g.cols);
+        let dy = &dy[o0 * p..(o0 + GRAD_FILTERS) * p];
+        let mut acc = [[_mm512_setzero_ps(); GRAD_FILTERS]; TB];
+        for r in 0..g.rows {
+            for c0 in (0..cols).step_by(COL_BLOCK) {
+                let keep = lanes(cols - c0);
+                let xv: [__m512; TB] = std::array::from_fn(|j| {
+                    let src = padded.as_ptr().add(off[j] + r * lay.stride + c0);
+                    _mm512_maskz_loadu_ps(keep, src)
+                });
+                let dv: [__m512; GRAD_FILTERS] = std::array::from_fn(|f| {
+                    let src = dy.as_ptr().add(f * p + r * cols + c0);
+                    _mm512_maskz_loadu_ps(keep, src)
+                });
+                for (acc_j, &x_j) in acc.iter_mut().zip(&xv) {
+                    for (acc_jf, &d_f) in acc_j.iter_mut().zip(&dv) {
+                        *acc_jf = _mm512_fmadd_ps(x_j, d_f, *acc_jf);
+                    }
+                }
+            }
+        }
+        acc.map(|row| row.map(|v| _mm512_reduce_add_ps(v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::gemm::{matmul, MatRef};
+    use crate::kernels::im2col::im2col;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random<F: Float>(n: usize, seed: u64) -> Vec<F> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| F::from_f64(rng.random_range(-1.0..1.0)))
+            .collect()
+    }
+
+    /// `(n_i, n_o, rows, cols, h)`: column tails (cols not a multiple of 16), filter counts
+    /// that are and are not multiples of the register blocks (16 forward, 4 gradient), tap
+    /// counts that are not multiples of 3, even and odd filters and single rows.
+    const CASES: [(usize, usize, usize, usize, usize); 9] = [
+        (3, 16, 32, 32, 3),
+        (3, 20, 6, 17, 3),
+        (1, 16, 3, 40, 5),
+        (3, 5, 7, 9, 3),
+        (1, 2, 1, 17, 3),
+        (2, 7, 5, 33, 2),
+        (1, 3, 6, 4, 5),
+        (3, 4, 4, 16, 1),
+        (2, 6, 3, 20, 4),
+    ];
+
+    fn geometry(&(n_i, _, rows, cols, h): &(usize, usize, usize, usize, usize)) -> ConvGeometry {
+        ConvGeometry {
+            channels: n_i,
+            rows,
+            cols,
+            h,
+        }
+    }
+
+    #[test]
+    fn worked_example_sums_each_neighbourhood() {
+        // All-ones 3×3 filter over [[1,2,3],[4,5,6],[7,8,9]]: each output is the sum of
+        // its zero-padded neighbourhood.
+        let g = ConvGeometry {
+            channels: 1,
+            rows: 3,
+            cols: 3,
+            h: 3,
+        };
+        let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+        let mut padded = vec![0.0; padded_len(&g)];
+        pad_image(&x, &g, &mut padded);
+        let mut y = vec![0.0f32; 9];
+        conv_forward(&padded, &g, &[1.0; 9], 1, &mut y);
+        assert_eq!(y, [12.0, 21.0, 16.0, 27.0, 45.0, 33.0, 24.0, 39.0, 28.0]);
+        // dy = 1 everywhere: the centre tap's gradient is Σx = 45, the top-left tap's is
+        // the sum of the pixels it reaches (rows 0–1, columns 0–1) = 1+2+4+5 = 12.
+        let mut w_grad_t = vec![0.0f32; 9];
+        conv_weight_grad(&padded, &g, &[1.0; 9], 1, &mut w_grad_t, false);
+        assert_eq!(w_grad_t[4], 45.0);
+        assert_eq!(w_grad_t[0], 12.0);
+        assert_eq!(w_grad_t[8], 5.0 + 6.0 + 8.0 + 9.0);
+    }
+
+    /// The direct forward against im2col + GEMM, for every case, to within `tol` relative
+    /// to the largest output.
+    fn check_forward<F: Float>(tol: f64) {
+        for (seed, case) in CASES.iter().enumerate() {
+            let (g, n_o) = (geometry(case), case.1);
+            let x = random::<F>(g.image_len(), seed as u64);
+            let w = random::<F>(n_o * g.patch_len(), 100 + seed as u64);
+            let mut x_col = vec![F::zero(); g.patch_len() * g.pixels()];
+            im2col(&x, &g, &mut x_col);
+            let mut expected = vec![F::zero(); n_o * g.pixels()];
+            matmul(
+                MatRef::row_major(&w, n_o, g.patch_len()),
+                MatRef::row_major(&x_col, g.patch_len(), g.pixels()),
+                &mut expected,
+                false,
+            );
+            let mut padded = vec![F::zero(); padded_len(&g)];
+            pad_image(&x, &g, &mut padded);
+            let mut y = vec![F::nan(); n_o * g.pixels()];
+            conv_forward(&padded, &g, &w, n_o, &mut y);
+            let scale = expected.iter().fold(1.0f64, |m, v| m.max(v.as_f64().abs()));
+            for (a, b) in y.iter().zip(&expected) {
+                let err = (a.as_f64() - b.as_f64()).abs() / scale;
+                assert!(err < tol, "{case:?}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// The direct weight gradient against im2col + GEMM, overwriting and accumulating.
+    fn check_weight_grad<F: Float>(tol: f64) {
+        for (seed, case) in CASES.iter().enumerate() {
+            let (g, n_o) = (geometry(case), case.1);
+            let x = random::<F>(g.image_len(), seed as u64);
+            let dy = random::<F>(n_o * g.pixels(), 200 + seed as u64);
+            let mut x_col = vec![F::zero(); g.patch_len() * g.pixels()];
+            im2col(&x, &g, &mut x_col);
+            let mut expected = vec![F::zero(); g.patch_len() * n_o];
+            matmul(
+                MatRef::row_major(&x_col, g.patch_len(), g.pixels()),
+                MatRef::row_major(&dy, n_o, g.pixels()).t(),
+                &mut expected,
+                false,
+            );
+            let mut padded = vec![F::zero(); padded_len(&g)];
+            pad_image(&x, &g, &mut padded);
+            let mut got = vec![F::nan(); expected.len()];
+            conv_weight_grad(&padded, &g, &dy, n_o, &mut got, false);
+            let scale = expected.iter().fold(1.0f64, |m, v| m.max(v.as_f64().abs()));
+            for (a, b) in got.iter().zip(&expected) {
+                let err = (a.as_f64() - b.as_f64()).abs() / scale;
+                assert!(err < tol, "{case:?}: {a} vs {b}");
+            }
+            conv_weight_grad(&padded, &g, &dy, n_o, &mut got, true);
+            for (a, b) in got.iter().zip(&expected) {
+                let err = (a.as_f64() - 2.0 * b.as_f64()).abs() / scale;
+                assert!(err < 2.0 * tol, "{case:?}: accumulate");
+            }
+        }
+    }
+
+    #[test]
+    fn forward_matches_im2col_gemm_f64() {
+        check_forward::<f64>(1e-13);
+    }
+
+    #[test]
+    fn forward_matches_im2col_gemm_f32() {
+        check_forward::<f32>(1e-5);
+    }
+
+    #[test]
+    fn weight_grad_matches_im2col_gemm_f64() {
+        check_weight_grad::<f64>(1e-13);
+    }
+
+    #[test]
+    fn weight_grad_matches_im2col_gemm_f32() {
+        check_weight_grad::<f32>(1e-5);
+    }
+
+    /// On a processor with AVX-512, the explicit kernels (what `f32` runs there) against the
+    /// portable loops, block by block; elsewhere the portable loops are all there is.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_kernels_match_the_portable_loops() {
+        if !avx512::available() {
+            eprintln!("no AVX-512 here: only the portable kernels run");
+            return;
+        }
+        for (seed, case) in CASES.iter().enumerate() {
+            let (g, n_o) = (geometry(case), case.1);
+            let lay = PaddedLayout::of(&g);
+            let off = lay.tap_offsets(&g);
+            let x = random::<f32>(g.image_len(), seed as u64);
+            let w = random::<f32>(n_o * g.patch_len(), 300 + seed as u64);
+            let dy = random::<f32>(n_o * g.pixels(), 400 + seed as u64);
+            let mut padded = vec![0.0; padded_len(&g)];
+            pad_image(&x, &g, &mut padded);
+
+            let mut fast = vec![f32::NAN; n_o * g.pixels()];
+            let done = avx512::conv_forward(&padded, &g, lay, &off, &w, n_o, &mut fast);
+            assert_eq!(done, n_o / 16 * 16);
+            let mut slow = vec![f32::NAN; n_o * g.pixels()];
+            portable::conv_forward(&padded, &g, lay, &off, &w, 0..n_o, &mut slow);
+            let covered = done * g.pixels();
+            for (a, b) in fast[..covered].iter().zip(&slow[..covered]) {
+                assert!((a - b).abs() < 1e-5, "{case:?} forward: {a} vs {b}");
+            }
+
+            let mut fast = vec![0.0f32; g.patch_len() * n_o];
+            let done = avx512::conv_weight_grad(&padded, &g, lay, &off, &dy, n_o, &mut fast);
+            assert_eq!(done, n_o / 4 * 4);
+            let mut slow = vec![0.0f32; g.patch_len() * n_o];
+            portable::conv_weight_grad(&padded, &g, lay, &off, &dy, 0..n_o, n_o, &mut slow);
+            for (t, (fast_t, slow_t)) in fast.chunks(n_o).zip(slow.chunks(n_o)).enumerate() {
+                for (a, b) in fast_t[..done].iter().zip(&slow_t[..done]) {
+                    assert!((a - b).abs() < 1e-4, "{case:?} tap {t}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_short_patches_take_the_direct_path() {
+        let g = |channels, h| ConvGeometry {
+            channels,
+            rows: 8,
+            cols: 8,
+            h,
+        };
+        assert!(prefers_direct(&g(3, 3)));
+        assert!(!prefers_direct(&g(16, 3)));
+        assert!(!prefers_direct(&g(3, 5)));
+    }
+}
