@@ -58,12 +58,35 @@ pub struct ConvLayer<F: Float> {
     pub w_grad: Array4<F>,
     /// dℓ/db from the last backward, shape `(1, n_o)`.
     pub b_grad: Array2<F>,
-    /// The last input, contiguous; reused across batches of the same shape.
-    input: Option<Array4<F>>,
+    /// What the last forward pass kept of its input for the backward pass.
+    kept: Option<KeptInput<F>>,
     /// The partial parameter gradients of every parallel task, reused across batches.
     scratch: Vec<TaskScratch<F>>,
     /// Working buffers, one set per worker thread so that they stay in that core's cache.
     workers: Vec<Mutex<WorkerScratch<F>>>,
+}
+
+/// The input of the last forward pass, kept for the weight gradient.
+struct KeptInput<F> {
+    /// `(n_b, n_i, rows, cols)`.
+    dim: (usize, usize, usize, usize),
+    /// Geometry of one image under the current weights.
+    g: ConvGeometry,
+    /// The images one after another: as given (im2col path) or, for the direct kernels,
+    /// already zero-padded ([`pad_image`]), so the backward pass need not pad them again.
+    /// Reused across batches of the same shape.
+    images: Vec<F>,
+}
+
+impl<F> KeptInput<F> {
+    /// Values per kept image.
+    fn image_len(&self) -> usize {
+        if prefers_direct(&self.g) {
+            padded_len(&self.g)
+        } else {
+            self.g.image_len()
+        }
+    }
 }
 
 /// The partial sums of one task of [`IMAGES_PER_TASK`] images: kept per task (not per
@@ -79,8 +102,6 @@ struct TaskScratch<F> {
 #[derive(Default)]
 struct WorkerScratch<F> {
     x_col: Vec<F>,
-    /// The zero-padded image of the direct kernels ([`crate::kernels::direct`]).
-    x_pad: Vec<F>,
     d_col: Vec<F>,
     /// One image's full-size output (fused forward) or dℓ/dy (fused backward).
     out: Vec<F>,
@@ -113,7 +134,7 @@ impl<F: Float> ConvLayer<F> {
             w,
             b: Array2::zeros((1, n_o)),
             b_grad: Array2::zeros((1, n_o)),
-            input: None,
+            kept: None,
             scratch: Vec::new(),
             workers: Vec::new(),
         }
@@ -174,10 +195,16 @@ impl<F: Float> ConvLayer<F> {
         let (n_o, _, _) = self.dims();
         let (_, _, rows, cols) = x.dim();
         let g = self.geometry(rows, cols);
-        let input = match &mut self.input {
-            Some(a) if a.dim() == x.dim() => a,
-            slot => slot.insert(Array4::zeros(x.raw_dim())),
-        };
+        let kept = self.kept.get_or_insert_with(|| KeptInput {
+            dim: x.dim(),
+            g,
+            images: Vec::new(),
+        });
+        kept.dim = x.dim();
+        kept.g = g;
+        let kept_len = kept.image_len();
+        // Every value is overwritten below: only a change of size costs a fill.
+        kept.images.resize(x.dim().0 * kept_len, F::zero());
         let (in_len, p, k) = (g.image_len(), g.pixels(), g.patch_len());
         if tasks_out.is_empty() || in_len == 0 {
             return;
@@ -198,40 +225,40 @@ impl<F: Float> ConvLayer<F> {
         let direct = prefers_direct(&g);
         let b = self.b.as_standard_layout();
         let b = b.as_slice().expect("standard layout");
-        let kept = input.as_slice_mut().expect("standard layout");
         tasks_out
             .into_par_iter()
             .zip(x_all.par_chunks(IMAGES_PER_TASK * in_len))
-            .zip(kept.par_chunks_mut(IMAGES_PER_TASK * in_len))
+            .zip(kept.images.par_chunks_mut(IMAGES_PER_TASK * kept_len))
             .for_each(|((mut out_task, x_task), kept_task)| {
                 let mut s = worker_scratch(workers);
-                let WorkerScratch {
-                    x_col, x_pad, out, ..
-                } = &mut *s;
-                // Keep the input for the backward pass: copied by each task, in parallel.
-                kept_task.copy_from_slice(x_task);
-                // y_n = W ⋆ x_n, without the bias.
-                let mut convolve = |x_n: &[F], y_n: &mut [F]| {
+                let WorkerScratch { x_col, out, .. } = &mut *s;
+                // y_n = W ⋆ x_n, without the bias; keeps x_n (padded for the direct kernels)
+                // for the backward pass.
+                let mut convolve = |x_n: &[F], kept_n: &mut [F], y_n: &mut [F]| {
                     if direct {
-                        pad_image(x_n, &g, x_pad);
-                        conv_forward(x_pad, &g, w_mat_data, n_o, y_n);
+                        pad_image(x_n, &g, kept_n);
+                        conv_forward(kept_n, &g, w_mat_data, n_o, y_n);
                     } else {
+                        kept_n.copy_from_slice(x_n);
                         im2col(x_n, &g, x_col);
                         matmul(w_mat, MatRef::row_major(x_col, k, p), y_n, false);
                     }
                 };
-                for (j, x_n) in x_task.chunks_exact(in_len).enumerate() {
+                let images = x_task
+                    .chunks_exact(in_len)
+                    .zip(kept_task.chunks_exact_mut(kept_len));
+                for (j, (x_n, kept_n)) in images.enumerate() {
                     match &mut out_task {
                         TaskOut::Dense(y) => {
                             let y_n = &mut y[j * n_o * p..(j + 1) * n_o * p];
-                            convolve(x_n, y_n);
+                            convolve(x_n, kept_n, y_n);
                             for (row, &bias) in y_n.chunks_exact_mut(p).zip(b) {
                                 row.iter_mut().for_each(|v| *v += bias);
                             }
                         }
                         TaskOut::ReluPool2 { y, mask } => {
                             // The full-size output stays in this scratch buffer, in cache.
-                            convolve(x_n, out);
+                            convolve(x_n, kept_n, out);
                             let q = p / 4;
                             let outs = y[j * n_o * q..(j + 1) * n_o * q]
                                 .chunks_exact_mut(q)
@@ -254,11 +281,12 @@ impl<F: Float> ConvLayer<F> {
         want_x_grad: bool,
     ) -> Option<ArrayD<F>> {
         let (n_o, _, _) = self.dims();
-        let input = self.input.as_ref().expect("checked by the caller");
-        let (_, _, rows, cols) = input.dim();
-        let g = self.geometry(rows, cols);
+        let kept = self.kept.as_ref().expect("checked by the caller");
+        let (n_b, n_i, rows, cols) = kept.dim;
+        let g = kept.g;
         let (k, p, in_len) = (g.patch_len(), g.pixels(), g.image_len());
-        let mut x_grad = want_x_grad.then(|| zeros_par(input.shape()));
+        let kept_len = kept.image_len();
+        let mut x_grad = want_x_grad.then(|| zeros_par(&[n_b, n_i, rows, cols]));
         if self.w_grad.dim() != self.w.dim() {
             self.w_grad = Array4::zeros(self.w.raw_dim());
         }
@@ -273,7 +301,6 @@ impl<F: Float> ConvLayer<F> {
         let w = self.w.as_standard_layout();
         let w_mat = MatRef::row_major(w.as_slice().expect("standard layout"), n_o, k);
         let direct = prefers_direct(&g);
-        let x_all = input.as_slice().expect("standard layout");
         let dx_tasks: Vec<Option<&mut [F]>> = match &mut x_grad {
             Some(dx) => dx
                 .as_slice_mut()
@@ -286,19 +313,14 @@ impl<F: Float> ConvLayer<F> {
         dx_tasks
             .into_par_iter()
             .zip(tasks_grad)
-            .zip(x_all.par_chunks(IMAGES_PER_TASK * in_len))
+            .zip(kept.images.par_chunks(IMAGES_PER_TASK * kept_len))
             .zip(self.scratch.par_iter_mut())
             .for_each(|(((mut dx_task, grad), x_task), task)| {
                 let TaskScratch { w_grad_t, b_grad } = task;
                 let mut worker = worker_scratch(workers);
-                let WorkerScratch {
-                    x_col,
-                    x_pad,
-                    d_col,
-                    out,
-                } = &mut *worker;
+                let WorkerScratch { x_col, d_col, out } = &mut *worker;
                 b_grad.fill(F::zero());
-                for (j, x_n) in x_task.chunks_exact(in_len).enumerate() {
+                for (j, x_n) in x_task.chunks_exact(kept_len).enumerate() {
                     let dy_n: &[F] = match grad {
                         TaskGrad::Dense(dy) => &dy[j * n_o * p..(j + 1) * n_o * p],
                         TaskGrad::ReluPool2 { dy, mask } => {
@@ -315,8 +337,8 @@ impl<F: Float> ConvLayer<F> {
                     };
                     let dy_mat = MatRef::row_major(dy_n, n_o, p);
                     if direct {
-                        pad_image(x_n, &g, x_pad);
-                        conv_weight_grad(x_pad, &g, dy_n, n_o, w_grad_t, j > 0);
+                        // x_n was kept zero-padded.
+                        conv_weight_grad(x_n, &g, dy_n, n_o, w_grad_t, j > 0);
                     } else {
                         im2col(x_n, &g, x_col);
                         // dWᵀ += X_col · dYᵀ (the transposed product runs faster in the GEMM
@@ -333,33 +355,37 @@ impl<F: Float> ConvLayer<F> {
                     }
                 }
             });
-        // Reduce the per-task partial sums in task order: same bits for any thread count.
-        let w_grad = self.w_grad.as_slice_mut().expect("standard layout");
-        let b_grad = self.b_grad.as_slice_mut().expect("standard layout");
-        for s in &self.scratch[..tasks] {
-            for (o, row) in w_grad.chunks_exact_mut(k).enumerate() {
-                row.iter_mut()
-                    .zip(s.w_grad_t[o..].iter().step_by(n_o))
-                    .for_each(|(a, v)| *a += *v);
-            }
-            b_grad.iter_mut().zip(&s.b_grad).for_each(|(a, v)| *a += *v);
+        // Reduce the per-task partial sums in task order (same bits for any thread count),
+        // into the first task's buffers, then transpose dWᵀ once.
+        let (first, rest) = self.scratch[..tasks].split_first_mut().expect("tasks > 0");
+        for s in rest.iter() {
+            add_assign(&mut first.w_grad_t, &s.w_grad_t);
+            add_assign(&mut first.b_grad, &s.b_grad);
         }
+        let w_grad = self.w_grad.as_slice_mut().expect("standard layout");
+        for (t, row) in first.w_grad_t.chunks_exact(n_o).enumerate() {
+            for (o, &v) in row.iter().enumerate() {
+                w_grad[o * k + t] = v;
+            }
+        }
+        let b_grad = self.b_grad.as_slice_mut().expect("standard layout");
+        b_grad.copy_from_slice(&first.b_grad);
         x_grad
     }
 
     /// Checks `y_grad` against the last forward pass (of output `(n_b, n_o, rows/f, cols/f)`).
     fn expect_backward(&self, y_grad: &[usize], f: usize) {
         let name = self.name();
-        let Some(input) = &self.input else {
+        let Some(kept) = &self.kept else {
             missing_forward(&name)
         };
-        let (n_o, n_i, _) = self.dims();
+        let (n_o, _, _) = self.dims();
+        let (n_b, _, rows, cols) = kept.dim;
         assert_eq!(
-            input.shape()[1],
-            n_i,
+            kept.g,
+            self.geometry(rows, cols),
             "{name}: weights changed shape between forward and backward"
         );
-        let (n_b, _, rows, cols) = input.dim();
         expect_grad_shape(&name, &[n_b, n_o, rows / f, cols / f], y_grad);
     }
 
@@ -440,6 +466,11 @@ impl<F: Float> ConvLayer<F> {
     }
 }
 
+/// `acc += v`, element by element.
+fn add_assign<F: Float>(acc: &mut [F], v: &[F]) {
+    acc.iter_mut().zip(v).for_each(|(a, &b)| *a += b);
+}
+
 /// Grows `scratch` to `tasks` entries and `workers` to one per thread of the current pool,
 /// each sized for `g` and `n_o` filters.
 fn prepare_scratch<F: Float>(
@@ -462,8 +493,6 @@ fn prepare_scratch<F: Float>(
         let w = w.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
         w.x_col.resize(col_len, F::zero());
         w.d_col.resize(col_len, F::zero());
-        w.x_pad
-            .resize(if prefers_direct(g) { padded_len(g) } else { 0 }, F::zero());
         w.out.resize(n_o * g.pixels(), F::zero());
     }
 }
