@@ -1,7 +1,10 @@
-//! Direct convolution for layers with few input channels (the lab's first layer: 3 → 16).
+//! Direct convolution: the lab's first layer (3 → 16) throughout, the forward pass and input
+//! gradient of its second (16 → 32, 32 → 16 transposed).
 //!
 //! With `n_i·h·h` small (27 for 3 channels and 3×3 filters), im2col + GEMM spends more time
-//! copying and packing than multiplying. These kernels read a zero-padded copy of the image
+//! copying and packing than multiplying; with longer patches on wide images, a 16 × 16
+//! register block still reuses each load as well as the GEMM does, without building
+//! `X_col`. These kernels read a zero-padded copy of the image
 //! instead, where tap `t = (i, a, b)` of output pixel `(r, c)` sits at the fixed offset
 //! `off[t] = (i·rows_pad + a)·stride + b` from `r·stride + c`, and keep a block of sums in
 //! registers:
@@ -10,7 +13,9 @@
 //!   for a block of filters × `COL_BLOCK` pixels of one row, every tap added in order;
 //! - weight gradient, [`conv_weight_grad`]:
 //!   `dWᵀ[t, o] = Σ_{r,c} x_pad[off[t] + r·stride + c] · dy[o, r, c]`, for a block of taps ×
-//!   a block of filters, summed in `COL_BLOCK` lanes, then lane by lane.
+//!   a block of filters, summed in `COL_BLOCK` lanes, then lane by lane;
+//! - input gradient, [`conv_forward`] again: `dx[i] = Σ_o W'[i, o] ⋆ dy_pad[o]` with
+//!   `W'[i, o, a, b] = W[o, i, h−1−a, h−1−b]` ([`flip_transpose`], [`transposed_geometry`]).
 //!
 //! `x_pad` has `(h−1)/2` zero rows and columns before the image and `h/2` after, as in
 //! [`crate::kernels::im2col`], whose results these match up to rounding (the sums run in
@@ -25,13 +30,57 @@ use crate::Float;
 /// Pixels of one row per register block (one AVX-512 vector of `f32`).
 const COL_BLOCK: usize = 16;
 
-/// Layers whose patch (`n_i·h·h`) is at most this long use the direct kernels: past it, one
-/// GEMM per image reuses each loaded value across enough filters to win.
+/// Layers whose patch (`n_i·h·h`) is at most this long run every product directly (the
+/// lab's first layer): im2col's rows are too short for a GEMM to pay off.
 pub const MAX_DIRECT_PATCH: usize = 32;
 
-/// Whether the direct kernels should run this geometry (see [`MAX_DIRECT_PATCH`]).
+/// On images at least [`COL_BLOCK`] columns wide, convolutions whose patch is at most this
+/// long run forward directly (the lab's second layer, 16 → 32, and the transposed
+/// convolution of its input gradient, 32 → 16): the kernel's 16 × 16 register block
+/// reuses each loaded value as often as the GEMM's does, without building `X_col`. The
+/// weight gradient of these layers stays a GEMM, whose blocking suits its long sums better.
+pub const MAX_DIRECT_FORWARD_PATCH: usize = 600;
+
+/// Whether [`conv_forward`] should compute `W ⋆ x` for this geometry (see
+/// [`MAX_DIRECT_PATCH`] and [`MAX_DIRECT_FORWARD_PATCH`]). The layer then keeps its input
+/// padded ([`pad_image`]).
 pub fn prefers_direct(g: &ConvGeometry) -> bool {
     g.patch_len() <= MAX_DIRECT_PATCH
+        || (g.cols >= COL_BLOCK && g.patch_len() <= MAX_DIRECT_FORWARD_PATCH)
+}
+
+/// Whether [`conv_weight_grad`] should compute dℓ/dW for this geometry (see
+/// [`MAX_DIRECT_PATCH`]); implies [`prefers_direct`].
+pub fn prefers_direct_weight_grad(g: &ConvGeometry) -> bool {
+    g.patch_len() <= MAX_DIRECT_PATCH
+}
+
+/// The geometry of dℓ/dx as a forward convolution of dℓ/dy, if the direct kernel should run
+/// it: `dx[i] = Σ_o flip(W[o,i]) ⋆ dy_pad[o]` (see [`flip_transpose`]), with `n_o` input
+/// channels. Only for odd `h`, where the transposed convolution pads as "same" does, and
+/// for at least 16 input channels (its filters), a whole register block.
+pub fn transposed_geometry(g: &ConvGeometry, n_o: usize) -> Option<ConvGeometry> {
+    let t = ConvGeometry {
+        channels: n_o,
+        ..*g
+    };
+    (g.h % 2 == 1 && g.channels >= COL_BLOCK && prefers_direct(&t)).then_some(t)
+}
+
+/// The weights of the transposed convolution: `W'[i, o, a, b] = W[o, i, h−1−a, h−1−b]`.
+///
+/// # Shapes
+/// `w`: `(n_o, n_i, h, h)` row-major → `(n_i, n_o, h, h)` row-major.
+pub fn flip_transpose<F: Float>(w: &[F], n_o: usize, n_i: usize, h: usize) -> Vec<F> {
+    assert_eq!(w.len(), n_o * n_i * h * h, "flip_transpose: weight length");
+    let mut out = Vec::with_capacity(w.len());
+    for i in 0..n_i {
+        for o in 0..n_o {
+            let filter = &w[(o * n_i + i) * h * h..][..h * h];
+            out.extend(filter.iter().rev());
+        }
+    }
+    out
 }
 
 /// Layout of the zero-padded image: `rows` rows of `stride` values per channel.
@@ -96,7 +145,57 @@ pub fn pad_image<F: Float>(x: &[F], g: &ConvGeometry, padded: &mut [F]) {
             .chunks_exact(g.cols)
             .zip(out[pad * lay.stride..].chunks_exact_mut(lay.stride))
         {
-            out_row[pad..pad + g.cols].copy_from_slice(row);
+            copy_row(&mut out_row[pad..pad + g.cols], row);
+        }
+    }
+}
+
+/// `dst = src` for one short image row, in whole blocks of [`COL_BLOCK`] values that the
+/// compiler turns into vector moves (`copy_from_slice` calls `memmove` for each row).
+#[inline(always)]
+fn copy_row<F: Float>(dst: &mut [F], src: &[F]) {
+    let mut dst_blocks = dst.chunks_exact_mut(COL_BLOCK);
+    let mut src_blocks = src.chunks_exact(COL_BLOCK);
+    for (d, s) in (&mut dst_blocks).zip(&mut src_blocks) {
+        let d: &mut [F; COL_BLOCK] = d.try_into().expect("block");
+        *d = *<&[F; COL_BLOCK]>::try_from(s).expect("block");
+    }
+    for (d, s) in dst_blocks
+        .into_remainder()
+        .iter_mut()
+        .zip(src_blocks.remainder())
+    {
+        *d = *s;
+    }
+}
+
+/// `X_col` (as [`crate::kernels::im2col::im2col`] builds it) from an image's [`pad_image`]
+/// copy: each row is one tap's shifted window, copied row by row without bounds checks.
+///
+/// # Panics
+/// If `padded` or `x_col` does not have the geometry's length.
+pub fn im2col_padded<F: Float>(padded: &[F], g: &ConvGeometry, x_col: &mut [F]) {
+    let lay = PaddedLayout::of(g);
+    assert_eq!(
+        padded.len(),
+        lay.len(g.channels),
+        "im2col_padded: padded length"
+    );
+    assert_eq!(
+        x_col.len(),
+        g.patch_len() * g.pixels(),
+        "im2col_padded: x_col length"
+    );
+    if g.pixels() == 0 {
+        return;
+    }
+    for (&o, row) in lay
+        .tap_offsets(g)
+        .iter()
+        .zip(x_col.chunks_exact_mut(g.pixels()))
+    {
+        for (r, out) in row.chunks_exact_mut(g.cols).enumerate() {
+            copy_row(out, &padded[o + r * lay.stride..][..g.cols]);
         }
     }
 }
@@ -480,22 +579,28 @@ mod avx512 {
         for r in 0..g.rows {
             for c0 in (0..cols).step_by(COL_BLOCK) {
                 let keep = lanes(cols - c0);
-                let xv: [__m512; TB] = std::array::from_fn(|j| {
-                    let src = padded.as_ptr().add(off[j] + r * lay.stride + c0);
-                    _mm512_maskz_loadu_ps(keep, src)
-                });
-                let dv: [__m512; GRAD_FILTERS] = std::array::from_fn(|f| {
-                    let src = dy.as_ptr().add(f * p + r * cols + c0);
-                    _mm512_maskz_loadu_ps(keep, src)
-                });
-                for (acc_j, &x_j) in acc.iter_mut().zip(&xv) {
+                // Plain loops, not closures: a closure is compiled without this function's
+                // target features unless inlined, and then every load becomes a call.
+                let mut dv = [_mm512_setzero_ps(); GRAD_FILTERS];
+                for (f, d_f) in dv.iter_mut().enumerate() {
+                    *d_f = _mm512_maskz_loadu_ps(keep, dy.as_ptr().add(f * p + r * cols + c0));
+                }
+                for (acc_j, &o) in acc.iter_mut().zip(off) {
+                    let x_j =
+                        _mm512_maskz_loadu_ps(keep, padded.as_ptr().add(o + r * lay.stride + c0));
                     for (acc_jf, &d_f) in acc_j.iter_mut().zip(&dv) {
                         *acc_jf = _mm512_fmadd_ps(x_j, d_f, *acc_jf);
                     }
                 }
             }
         }
-        acc.map(|row| row.map(|v| _mm512_reduce_add_ps(v)))
+        let mut sums = [[0.0; GRAD_FILTERS]; TB];
+        for (sums_j, acc_j) in sums.iter_mut().zip(&acc) {
+            for (s, &v) in sums_j.iter_mut().zip(acc_j) {
+                *s = _mm512_reduce_add_ps(v);
+            }
+        }
+        sums
     }
 }
 
@@ -696,5 +801,56 @@ mod tests {
         assert!(prefers_direct(&g(3, 3)));
         assert!(!prefers_direct(&g(16, 3)));
         assert!(!prefers_direct(&g(3, 5)));
+        let wide = ConvGeometry {
+            cols: 16,
+            ..g(16, 3)
+        };
+        assert!(prefers_direct(&wide) && !prefers_direct_weight_grad(&wide));
+        assert!(!prefers_direct(&ConvGeometry {
+            channels: 128,
+            ..wide
+        }));
+        assert_eq!(transposed_geometry(&wide, 32).map(|t| t.channels), Some(32));
+        assert_eq!(
+            transposed_geometry(&ConvGeometry { h: 2, ..wide }, 32),
+            None
+        );
+        assert_eq!(
+            transposed_geometry(
+                &ConvGeometry {
+                    channels: 3,
+                    ..wide
+                },
+                32
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn im2col_from_the_padded_copy_matches_im2col() {
+        for (seed, case) in CASES.iter().enumerate() {
+            let g = geometry(case);
+            let x = random::<f64>(g.image_len(), seed as u64);
+            let mut expected = vec![0.0; g.patch_len() * g.pixels()];
+            im2col(&x, &g, &mut expected);
+            let mut padded = vec![0.0; padded_len(&g)];
+            pad_image(&x, &g, &mut padded);
+            let mut got = vec![f64::NAN; expected.len()];
+            im2col_padded(&padded, &g, &mut got);
+            assert_eq!(got, expected, "{case:?}");
+        }
+    }
+
+    #[test]
+    fn flip_transpose_swaps_channels_and_turns_each_filter_half_a_turn() {
+        // W: 2 filters (o) × 1 channel (i) × 2×2 → W': 1 × 2 × 2×2.
+        let w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        assert_eq!(
+            flip_transpose(&w, 2, 1, 2),
+            [4.0, 3.0, 2.0, 1.0, 8.0, 7.0, 6.0, 5.0]
+        );
+        // W: 1 filter × 2 channels × 1×1 → W': 2 filters × 1 channel.
+        assert_eq!(flip_transpose(&[1.0, 2.0], 1, 2, 1), [1.0, 2.0]);
     }
 }

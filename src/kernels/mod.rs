@@ -1,6 +1,6 @@
 //! Numeric kernels, kept apart from the layers' math so they can be optimised alone.
 //!
-//! - [`direct`]: the direct convolution for layers with few input channels;
+//! - [`direct`]: the direct convolution (short patches, wide images);
 //! - [`gemm`]: the matrix product (a safe wrapper over the `gemm` crate, which picks
 //!   AVX2/AVX-512/NEON kernels at run time);
 //! - [`im2col`]: lowering a padded convolution to a matrix product and back;

@@ -9,9 +9,12 @@
 //! - `dW[o,i] = Σ_n x_pad[n,i] ⋆ dy[n,o]`
 //! - `dx[n,i] = Σ_o dy[n,o] ∗ W[o,i]` (full convolution, cropped to the input)
 //!
-//! The fast path lowers each image to a matrix with [`im2col`] and does one GEMM per image
-//! and product (`Y = W·X_col`, `dWᵀ += X_col·dYᵀ`, `dX_col = Wᵀ·dY`), in parallel over
-//! images; [`crate::kernels::reference`] holds the plain loops it is tested against.
+//! The fast path works image by image, in parallel over images. Products run either as one
+//! GEMM per image on [`im2col`]'s matrix (`Y = W·X_col`, `dWᵀ += X_col·dYᵀ`,
+//! `dX_col = Wᵀ·dY`) or, where [`crate::kernels::direct`] says it pays (short patches, wide
+//! images), as a direct convolution; dℓ/dx is then itself a forward convolution of dℓ/dy
+//! with the flipped, transposed filters. [`crate::kernels::reference`] holds the plain loops
+//! both are tested against.
 //! [`ConvLayer::forward_relu_pool2`] runs the layer with ReLU and 2×2 max pooling applied to
 //! each image's output while it is still in cache; [`crate::Sequential`] uses it.
 //!
@@ -29,7 +32,8 @@
 
 use crate::init::glorot_normal;
 use crate::kernels::direct::{
-    conv_forward, conv_weight_grad, pad_image, padded_len, prefers_direct,
+    conv_forward, conv_weight_grad, flip_transpose, im2col_padded, pad_image, padded_len,
+    prefers_direct, prefers_direct_weight_grad, transposed_geometry,
 };
 use crate::kernels::gemm::{matmul, MatRef};
 use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
@@ -103,6 +107,8 @@ struct TaskScratch<F> {
 struct WorkerScratch<F> {
     x_col: Vec<F>,
     d_col: Vec<F>,
+    /// One image's dℓ/dy, zero-padded for the transposed convolution that gives dℓ/dx.
+    dy_pad: Vec<F>,
     /// One image's full-size output (fused forward) or dℓ/dy (fused backward).
     out: Vec<F>,
 }
@@ -280,7 +286,7 @@ impl<F: Float> ConvLayer<F> {
         tasks_grad: Vec<TaskGrad<'_, F>>,
         want_x_grad: bool,
     ) -> Option<ArrayD<F>> {
-        let (n_o, _, _) = self.dims();
+        let (n_o, n_i_w, h) = self.dims();
         let kept = self.kept.as_ref().expect("checked by the caller");
         let (n_b, n_i, rows, cols) = kept.dim;
         let g = kept.g;
@@ -299,8 +305,14 @@ impl<F: Float> ConvLayer<F> {
         prepare_scratch(&mut self.scratch, &mut self.workers, tasks, &g, n_o);
         let workers = &self.workers;
         let w = self.w.as_standard_layout();
-        let w_mat = MatRef::row_major(w.as_slice().expect("standard layout"), n_o, k);
-        let direct = prefers_direct(&g);
+        let w_slice = w.as_slice().expect("standard layout");
+        let w_mat = MatRef::row_major(w_slice, n_o, k);
+        // Where the input was kept padded, and which products run directly.
+        let (padded, direct_dw) = (prefers_direct(&g), prefers_direct_weight_grad(&g));
+        let transposed = transposed_geometry(&g, n_o)
+            .filter(|_| want_x_grad)
+            .map(|g_t| (g_t, flip_transpose(w_slice, n_o, n_i_w, h)));
+        let transposed = transposed.as_ref();
         let dx_tasks: Vec<Option<&mut [F]>> = match &mut x_grad {
             Some(dx) => dx
                 .as_slice_mut()
@@ -318,7 +330,12 @@ impl<F: Float> ConvLayer<F> {
             .for_each(|(((mut dx_task, grad), x_task), task)| {
                 let TaskScratch { w_grad_t, b_grad } = task;
                 let mut worker = worker_scratch(workers);
-                let WorkerScratch { x_col, d_col, out } = &mut *worker;
+                let WorkerScratch {
+                    x_col,
+                    d_col,
+                    dy_pad,
+                    out,
+                } = &mut *worker;
                 b_grad.fill(F::zero());
                 for (j, x_n) in x_task.chunks_exact(kept_len).enumerate() {
                     let dy_n: &[F] = match grad {
@@ -336,11 +353,15 @@ impl<F: Float> ConvLayer<F> {
                         }
                     };
                     let dy_mat = MatRef::row_major(dy_n, n_o, p);
-                    if direct {
+                    if direct_dw {
                         // x_n was kept zero-padded.
                         conv_weight_grad(x_n, &g, dy_n, n_o, w_grad_t, j > 0);
                     } else {
-                        im2col(x_n, &g, x_col);
+                        if padded {
+                            im2col_padded(x_n, &g, x_col);
+                        } else {
+                            im2col(x_n, &g, x_col);
+                        }
                         // dWᵀ += X_col · dYᵀ (the transposed product runs faster in the GEMM
                         // kernels than dY · X_colᵀ: both operands stream along the pixels).
                         matmul(MatRef::row_major(x_col, k, p), dy_mat.t(), w_grad_t, j > 0);
@@ -348,10 +369,19 @@ impl<F: Float> ConvLayer<F> {
                     for (acc, row) in b_grad.iter_mut().zip(dy_n.chunks_exact(p)) {
                         *acc += sum(row);
                     }
-                    // dX_col = Wᵀ · dY, then scatter back onto the pixels.
-                    if let Some(dx) = dx_task.as_deref_mut() {
+                    let Some(dx) = dx_task.as_deref_mut() else {
+                        continue;
+                    };
+                    let dx_n = &mut dx[j * in_len..(j + 1) * in_len];
+                    if let Some((g_t, w_t)) = transposed {
+                        // dX = flip(Wᵀ) ⋆ dY_pad, a forward convolution with n_o channels.
+                        dy_pad.resize(padded_len(g_t), F::zero());
+                        pad_image(dy_n, g_t, dy_pad);
+                        conv_forward(dy_pad, g_t, w_t, n_i_w, dx_n);
+                    } else {
+                        // dX_col = Wᵀ · dY, then scatter back onto the pixels.
                         matmul(w_mat.t(), dy_mat, d_col, false);
-                        col2im(d_col, &g, &mut dx[j * in_len..(j + 1) * in_len]);
+                        col2im(d_col, &g, dx_n);
                     }
                 }
             });
@@ -661,6 +691,11 @@ mod tests {
             (2, 4, 2, 7, 6, 5),
             (6, 1, 2, 3, 3, 5),
             (4, 3, 2, 2, 9, 4),
+            // Wide enough for the direct forward and transposed input-gradient kernels with
+            // long patches: a column tail, a filter count off the register block, even h.
+            (3, 16, 5, 4, 17, 3),
+            (2, 17, 3, 3, 16, 3),
+            (2, 8, 3, 3, 20, 4),
         ]
         .iter()
         .enumerate()
@@ -686,6 +721,38 @@ mod tests {
             assert_close(conv.w_grad.view(), dw_ref.view(), "dW");
             for (a, b) in conv.b_grad.iter().zip(db_ref.iter()) {
                 assert!((a - b).abs() < 1e-12 * (1.0 + b.abs()), "db {a} vs {b}");
+            }
+        }
+    }
+
+    /// The lab's second layer in `f32` (direct forward, GEMM weight gradient, transposed
+    /// convolution for dℓ/dx; explicit AVX-512 blocks where available) against the `f64`
+    /// reference loops.
+    #[test]
+    fn lab_second_layer_in_f32_matches_the_f64_reference() {
+        let (n_b, n_i, n_o, side) = (5, 16, 32, 16);
+        let mut conv = ConvLayer::<f32>::new(n_i, n_o, 3, &mut rng(7));
+        conv.b = Array2::from_shape_fn((1, n_o), |(_, o)| o as f32 * 0.01);
+        let x = random4((n_b, n_i, side, side), 8);
+        let dy = random4((n_b, n_o, side, side), 9);
+        let to32 = |a: &Array4<f64>| a.mapv(|v| v as f32);
+        let y = conv.forward(to32(&x).view().into_dyn());
+        let dx = conv.backward(to32(&dy).view().into_dyn());
+        let w = conv.w.mapv(f64::from);
+        let y_ref = reference::conv2d_forward(x.view(), w.view(), conv.b.mapv(f64::from).view());
+        let (dx_ref, dw_ref, _) = reference::conv2d_backward(x.view(), w.view(), dy.view());
+        for (got, want, what) in [
+            (y.mapv(f64::from), y_ref.into_dyn(), "y"),
+            (dx.mapv(f64::from), dx_ref.into_dyn(), "dx"),
+            (
+                conv.w_grad.mapv(f64::from).into_dyn(),
+                dw_ref.into_dyn(),
+                "dW",
+            ),
+        ] {
+            let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            for (a, b) in got.iter().zip(want.iter()) {
+                assert!((a - b).abs() <= 1e-5 * scale, "{what}: {a} vs {b}");
             }
         }
     }
