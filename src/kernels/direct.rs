@@ -34,7 +34,7 @@ const COL_BLOCK: usize = 16;
 /// lab's first layer): im2col's rows are too short for a GEMM to pay off.
 pub const MAX_DIRECT_PATCH: usize = 32;
 
-/// On images at least [`COL_BLOCK`] columns wide, convolutions whose patch is at most this
+/// On images at least 16 columns wide (one register block), convolutions whose patch is at most this
 /// long run forward directly (the lab's second layer, 16 → 32, and the transposed
 /// convolution of its input gradient, 32 → 16): the kernel's 16 × 16 register block
 /// reuses each loaded value as often as the GEMM's does, without building `X_col`. The
