@@ -45,6 +45,29 @@ impl<'a, F: Float> MatRef<'a, F> {
         }
     }
 
+    /// Columns `cols` of this matrix (no copy).
+    ///
+    /// # Panics
+    /// If the range reaches past the last column.
+    pub fn columns(self, cols: std::ops::Range<usize>) -> Self {
+        assert!(
+            cols.start <= cols.end && cols.end <= self.cols,
+            "MatRef: columns {cols:?} of a matrix with {} columns",
+            self.cols
+        );
+        let data = if cols.is_empty() || self.rows == 0 {
+            &self.data[..0]
+        } else {
+            // In bounds: element (0, start) exists.
+            &self.data[cols.start * self.cs..]
+        };
+        Self {
+            data,
+            cols: cols.len(),
+            ..self
+        }
+    }
+
     /// Number of rows.
     pub fn rows(&self) -> usize {
         self.rows
@@ -149,6 +172,30 @@ mod tests {
             false,
         );
         assert_eq!(c, expected.into_raw_vec_and_offset().0);
+    }
+
+    #[test]
+    fn column_slices_of_a_matrix_and_its_transpose() {
+        // a = [1 2 3; 4 5 6]; columns 1..3 = [2 3; 5 6]; aᵀ columns 1..2 = [4; 5; 6].
+        let a = [1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let mut c = [0.0; 4];
+        let eye = [1.0, 0.0, 0.0, 1.0];
+        let a_mat = MatRef::row_major(&a, 2, 3);
+        matmul(
+            a_mat.columns(1..3),
+            MatRef::row_major(&eye, 2, 2),
+            &mut c,
+            false,
+        );
+        assert_eq!(c, [2.0, 3.0, 5.0, 6.0]);
+        let mut d = [0.0; 3];
+        matmul(
+            a_mat.t().columns(1..2),
+            MatRef::row_major(&[1.0], 1, 1),
+            &mut d,
+            false,
+        );
+        assert_eq!(d, [4.0, 5.0, 6.0]);
     }
 
     #[test]

@@ -20,6 +20,13 @@ use crate::layer::{expect_grad_shape, expect_shape, missing_forward, weight_and_
 use crate::{Float, Layer, Param, ShapeError};
 use ndarray::{Array2, ArrayD, ArrayViewD, Ix2};
 use rand::Rng;
+use rayon::prelude::*;
+
+/// Examples per parallel task in the forward pass and dℓ/dx.
+const ROWS_PER_TASK: usize = 16;
+/// Inputs (columns of `W`) per parallel task in dℓ/dW. Both are fixed, not derived from the
+/// thread count, so every value is computed the same way with any number of threads.
+const INPUTS_PER_TASK: usize = 256;
 
 /// A fully connected layer: `(n_b, n_i) → (n_b, n_o)`.
 pub struct FullLayer<F: Float> {
@@ -32,6 +39,8 @@ pub struct FullLayer<F: Float> {
     /// dℓ/db from the last backward, shape `(1, n_o)`.
     pub b_grad: Array2<F>,
     input: Option<Array2<F>>,
+    /// dℓ/dW in blocks of [`INPUTS_PER_TASK`] columns, each stored as `(n_o, width)`.
+    w_grad_blocks: Vec<F>,
 }
 
 impl<F: Float> FullLayer<F> {
@@ -54,6 +63,7 @@ impl<F: Float> FullLayer<F> {
             b: Array2::zeros((1, n_o)),
             b_grad: Array2::zeros((1, n_o)),
             input: None,
+            w_grad_blocks: Vec::new(),
         }
     }
 
@@ -83,20 +93,35 @@ impl<F: Float> Layer<F> for FullLayer<F> {
             Some(a) if a.dim() == x.dim() => a,
             slot => slot.insert(Array2::zeros(x.raw_dim())),
         };
-        input.assign(&x);
-        // y starts as the broadcast bias, then y += x·Wᵀ.
-        let mut y = self
-            .b
-            .broadcast((n_b, n_o))
-            .expect("b is (1, n_o)")
-            .to_owned();
+        let x = x.as_standard_layout();
         let w = self.w.as_standard_layout();
-        matmul(
-            MatRef::row_major(input.as_slice().expect("standard layout"), n_b, n_i),
-            MatRef::row_major(w.as_slice().expect("standard layout"), n_o, n_i).t(),
-            y.as_slice_mut().expect("standard layout"),
-            true,
-        );
+        let w_t = MatRef::row_major(w.as_slice().expect("standard layout"), n_o, n_i).t();
+        let b = self.b.as_standard_layout();
+        let b = b.as_slice().expect("standard layout");
+        // Per block of examples: keep x, y = b broadcast, then y += x·Wᵀ.
+        let mut y = Array2::zeros((n_b, n_o));
+        y.as_slice_mut()
+            .expect("fresh array")
+            .par_chunks_mut((ROWS_PER_TASK * n_o).max(1))
+            .zip(
+                input
+                    .as_slice_mut()
+                    .expect("standard layout")
+                    .par_chunks_mut((ROWS_PER_TASK * n_i).max(1)),
+            )
+            .zip(
+                x.as_slice()
+                    .expect("standard layout")
+                    .par_chunks((ROWS_PER_TASK * n_i).max(1)),
+            )
+            .for_each(|((y_t, kept_t), x_t)| {
+                kept_t.copy_from_slice(x_t);
+                for row in y_t.chunks_exact_mut(n_o) {
+                    row.copy_from_slice(b);
+                }
+                let rows = y_t.len() / n_o;
+                matmul(MatRef::row_major(kept_t, rows, n_i), w_t, y_t, true);
+            });
         y.into_dyn()
     }
 
@@ -111,28 +136,53 @@ impl<F: Float> Layer<F> for FullLayer<F> {
         let n_b = x.nrows();
         expect_grad_shape(&name, &[n_b, n_o], y_grad.shape());
         let dy = y_grad.as_standard_layout();
-        let dy_mat = MatRef::row_major(dy.as_slice().expect("standard layout"), n_b, n_o);
-        self.w_grad = Array2::zeros((n_o, n_i));
-        matmul(
-            dy_mat.t(),
-            MatRef::row_major(x.as_slice().expect("standard layout"), n_b, n_i),
-            self.w_grad.as_slice_mut().expect("fresh array"),
-            false,
-        );
+        let dy_slice = dy.as_slice().expect("standard layout");
+        let dy_mat = MatRef::row_major(dy_slice, n_b, n_o);
+        let x_mat = MatRef::row_major(x.as_slice().expect("standard layout"), n_b, n_i);
+        // dW = dyᵀ·x, a block of inputs (columns of dW) per task, each block stored
+        // contiguously as (n_o, inputs), then copied into place.
+        self.w_grad_blocks.resize(n_i * n_o, F::zero());
+        self.w_grad_blocks
+            .par_chunks_mut((INPUTS_PER_TASK * n_o).max(1))
+            .enumerate()
+            .for_each(|(task, block)| {
+                let start = task * INPUTS_PER_TASK;
+                let inputs = start..start + block.len() / n_o;
+                matmul(dy_mat.t(), x_mat.columns(inputs), block, false);
+            });
+        if self.w_grad.dim() != (n_o, n_i) {
+            self.w_grad = Array2::zeros((n_o, n_i));
+        }
+        for (task, block) in self.w_grad_blocks.chunks(INPUTS_PER_TASK * n_o).enumerate() {
+            let width = block.len() / n_o;
+            let start = task * INPUTS_PER_TASK;
+            for (o, row) in block.chunks_exact(width).enumerate() {
+                self.w_grad
+                    .row_mut(o)
+                    .as_slice_mut()
+                    .expect("standard layout")[start..start + width]
+                    .copy_from_slice(row);
+            }
+        }
         self.b_grad = dy
             .view()
             .into_dimensionality::<Ix2>()
             .expect("checked")
             .sum_axis(ndarray::Axis(0))
             .insert_axis(ndarray::Axis(0));
+        // dx = dy·W, a block of examples per task.
         let mut x_grad = Array2::zeros((n_b, n_i));
         let w = self.w.as_standard_layout();
-        matmul(
-            dy_mat,
-            MatRef::row_major(w.as_slice().expect("standard layout"), n_o, n_i),
-            x_grad.as_slice_mut().expect("fresh array"),
-            false,
-        );
+        let w_mat = MatRef::row_major(w.as_slice().expect("standard layout"), n_o, n_i);
+        x_grad
+            .as_slice_mut()
+            .expect("fresh array")
+            .par_chunks_mut((ROWS_PER_TASK * n_i).max(1))
+            .zip(dy_slice.par_chunks((ROWS_PER_TASK * n_o).max(1)))
+            .for_each(|(dx_t, dy_t)| {
+                let rows = dy_t.len() / n_o.max(1);
+                matmul(MatRef::row_major(dy_t, rows, n_o), w_mat, dx_t, false);
+            });
         x_grad.into_dyn()
     }
 
@@ -188,6 +238,35 @@ mod tests {
         fc.update_param(0.5);
         assert_eq!(fc.w, array![[0.5, -0.5, 3.5], [-1.0, 1.0, 0.5]]);
         assert_eq!(fc.b, array![[-0.5, -0.5]]);
+    }
+
+    /// Batches and widths spanning several parallel tasks, with partial last tasks, against
+    /// ndarray's products.
+    #[test]
+    fn blocked_products_match_ndarray() {
+        let (n_b, n_i, n_o) = (37, 600, 3);
+        let mut fc = FullLayer::<f64>::new(n_i, n_o, &mut rng(3));
+        fc.b = array![[0.5, -0.25, 1.0]];
+        let x = Array2::from_shape_fn((n_b, n_i), |(n, i)| ((n * 13 + i * 5) as f64).cos());
+        let dy = Array2::from_shape_fn((n_b, n_o), |(n, o)| ((n * 3 + o) as f64).sin());
+        let y = fc.forward(x.view().into_dyn());
+        let dx = fc.backward(dy.view().into_dyn());
+        let close = |a: &ArrayD<f64>, b: ArrayD<f64>, what: &str| {
+            assert_eq!(a.shape(), b.shape(), "{what}");
+            for (u, v) in a.iter().zip(&b) {
+                assert!(
+                    (u - v).abs() < 1e-12 * (1.0 + v.abs()),
+                    "{what}: {u} vs {v}"
+                );
+            }
+        };
+        close(&y, (x.dot(&fc.w.t()) + &fc.b).into_dyn(), "y");
+        close(&dx, dy.dot(&fc.w).into_dyn(), "dx");
+        close(
+            &fc.w_grad.clone().into_dyn(),
+            dy.t().dot(&x).into_dyn(),
+            "dW",
+        );
     }
 
     #[test]
