@@ -21,8 +21,10 @@
 //! [`crate::kernels::im2col`], whose results these match up to rounding (the sums run in
 //! another order). Two implementations of each: portable loops that the compiler vectorises
 //! (compiled for AVX-512, AVX2 and NEON, the best picked at run time), and for `f32` on
-//! processors with AVX-512 an explicit kernel that holds 16 filters × 16 pixels (forward) or
-//! 3 taps × 4 filters (weight gradient) in registers; the tests check one against the other.
+//! processors with AVX-512 explicit kernels: 16 filters × 16 pixels in registers (forward);
+//! for the weight gradient, 9 taps × 32 filters vectorised over filters (from a transposed
+//! dℓ/dy, so no sum is reduced across lanes) or, for fewer than 32 filters, 3 taps × 4
+//! filters vectorised over pixels. The tests check each against the portable loops.
 
 use super::im2col::ConvGeometry;
 use crate::Float;
@@ -49,10 +51,25 @@ pub fn prefers_direct(g: &ConvGeometry) -> bool {
         || (g.cols >= COL_BLOCK && g.patch_len() <= MAX_DIRECT_FORWARD_PATCH)
 }
 
-/// Whether [`conv_weight_grad`] should compute dℓ/dW for this geometry (see
-/// [`MAX_DIRECT_PATCH`]); implies [`prefers_direct`].
-pub fn prefers_direct_weight_grad(g: &ConvGeometry) -> bool {
-    g.patch_len() <= MAX_DIRECT_PATCH
+/// Whether [`conv_weight_grad`] should compute dℓ/dW for this geometry and float type: for
+/// short patches always ([`MAX_DIRECT_PATCH`]), and wherever [`prefers_direct`] holds for
+/// `f32` on processors with AVX-512, whose kernel runs as fast as the GEMM without building
+/// `X_col`. Implies [`prefers_direct`].
+pub fn prefers_direct_weight_grad<F: Float>(g: &ConvGeometry) -> bool {
+    let explicit_kernel = F::as_f32_slice(&[]).is_some() && avx512_available();
+    g.patch_len() <= MAX_DIRECT_PATCH || (explicit_kernel && prefers_direct(g))
+}
+
+/// Whether the explicit AVX-512 kernels run here.
+fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// The geometry of dℓ/dx as a forward convolution of dℓ/dy, if the direct kernel should run
@@ -446,9 +463,12 @@ mod avx512 {
 
     /// Filters per forward block: 16 sums of 16 pixels in 16 of the 32 registers.
     const FORWARD_FILTERS: usize = 16;
-    /// Taps × filters per weight-gradient block: 12 sums (more spill to the stack).
-    const GRAD_TAPS: usize = 3;
-    const GRAD_FILTERS: usize = 4;
+    /// Taps per [`by_filters`] block: 9 taps × 2 vectors of 16 filters = 18 sums in
+    /// registers, a whole 3×3 filter per block.
+    const GRAD_TAPS: usize = 9;
+    /// Taps × filters per [`by_pixels`] block: 12 sums (more spill to the stack).
+    const PIXEL_GRAD_TAPS: usize = 3;
+    const PIXEL_GRAD_FILTERS: usize = 4;
 
     /// Whether this processor runs these kernels (checked once, then cached by std).
     pub(super) fn available() -> bool {
@@ -519,9 +539,8 @@ mod avx512 {
         }
     }
 
-    /// [`super::conv_weight_grad`] (accumulating) for the leading whole blocks of
-    /// [`GRAD_FILTERS`] filters; returns the first filter it did not do. Requires
-    /// [`available`].
+    /// [`super::conv_weight_grad`] (accumulating): [`by_filters`] for 32 filters or more,
+    /// else [`by_pixels`]; returns the first filter it did not do. Requires [`available`].
     pub(super) fn conv_weight_grad(
         padded: &[f32],
         g: &ConvGeometry,
@@ -531,57 +550,80 @@ mod avx512 {
         n_o: usize,
         w_grad_t: &mut [f32],
     ) -> usize {
-        let blocks = n_o / GRAD_FILTERS;
+        if n_o >= 32 {
+            by_filters(padded, g, lay, off, dy, n_o, w_grad_t)
+        } else {
+            by_pixels(padded, g, lay, off, dy, n_o, w_grad_t)
+        }
+    }
+
+    /// [`super::conv_weight_grad`] (accumulating) vectorised over pixels, for the leading
+    /// whole blocks of [`PIXEL_PIXEL_GRAD_FILTERS`] filters; returns the first filter it did not
+    /// do. Requires [`available`]. Each block of taps × filters sums 16-lane partials over
+    /// every pixel, then reduces them: for few filters, where [`by_filters`] would broadcast
+    /// one input value per multiply.
+    pub(super) fn by_pixels(
+        padded: &[f32],
+        g: &ConvGeometry,
+        lay: PaddedLayout,
+        off: &[usize],
+        dy: &[f32],
+        n_o: usize,
+        w_grad_t: &mut [f32],
+    ) -> usize {
+        let blocks = n_o / PIXEL_GRAD_FILTERS;
         for block in 0..blocks {
-            let o0 = block * GRAD_FILTERS;
+            let o0 = block * PIXEL_GRAD_FILTERS;
             let mut t0 = 0;
             while t0 < off.len() {
-                let taps = (off.len() - t0).min(GRAD_TAPS);
-                let sums = if taps == GRAD_TAPS {
+                let taps = (off.len() - t0).min(PIXEL_GRAD_TAPS);
+                let sums = if taps == PIXEL_GRAD_TAPS {
                     // SAFETY: as for `conv_forward`: reads of `padded` stay inside it
                     // (whole-row reads are masked to `cols`), reads of `dy` are masked to
                     // each row of `cols` pixels of filters `o0..o0 + 4 ≤ n_o`.
-                    unsafe { grad_block::<GRAD_TAPS>(padded, g, lay, &off[t0..t0 + taps], dy, o0) }
-                        .to_vec()
+                    unsafe {
+                        pixel_block::<PIXEL_GRAD_TAPS>(padded, g, lay, &off[t0..t0 + taps], dy, o0)
+                    }
+                    .to_vec()
                 } else {
                     off[t0..t0 + taps]
                         .iter()
                         .flat_map(|&o| {
                             // SAFETY: as above, for one tap.
-                            unsafe { grad_block::<1>(padded, g, lay, &[o], dy, o0) }
+                            unsafe { pixel_block::<1>(padded, g, lay, &[o], dy, o0) }
                         })
                         .collect()
                 };
                 for (j, row) in sums.iter().enumerate() {
-                    let out = &mut w_grad_t[(t0 + j) * n_o + o0..][..GRAD_FILTERS];
+                    let out = &mut w_grad_t[(t0 + j) * n_o + o0..][..PIXEL_GRAD_FILTERS];
                     out.iter_mut().zip(row).for_each(|(a, v)| *a += *v);
                 }
                 t0 += taps;
             }
         }
-        blocks * GRAD_FILTERS
+        blocks * PIXEL_GRAD_FILTERS
     }
 
     /// `TB` taps (offsets `off`) × filters `o0..o0+4`: the sums over every pixel, each
     /// accumulated in 16 lanes, then reduced.
     #[target_feature(enable = "avx512f")]
-    unsafe fn grad_block<const TB: usize>(
+    unsafe fn pixel_block<const TB: usize>(
         padded: &[f32],
         g: &ConvGeometry,
         lay: PaddedLayout,
         off: &[usize],
         dy: &[f32],
         o0: usize,
-    ) -> [[f32; GRAD_FILTERS]; TB] {
+    ) -> [[f32; PIXEL_GRAD_FILTERS]; TB] {
         let (p, cols) = (g.pixels(), g.cols);
-        let dy = &dy[o0 * p..(o0 + GRAD_FILTERS) * p];
-        let mut acc = [[_mm512_setzero_ps(); GRAD_FILTERS]; TB];
+        let dy = &dy[o0 * p..(o0 + PIXEL_GRAD_FILTERS) * p];
+        let mut acc = [[_mm512_setzero_ps(); PIXEL_GRAD_FILTERS]; TB];
         for r in 0..g.rows {
             for c0 in (0..cols).step_by(COL_BLOCK) {
                 let keep = lanes(cols - c0);
                 // Plain loops, not closures: a closure is compiled without this function's
                 // target features unless inlined, and then every load becomes a call.
-                let mut dv = [_mm512_setzero_ps(); GRAD_FILTERS];
+                let mut dv = [_mm512_setzero_ps(); PIXEL_GRAD_FILTERS];
                 for (f, d_f) in dv.iter_mut().enumerate() {
                     *d_f = _mm512_maskz_loadu_ps(keep, dy.as_ptr().add(f * p + r * cols + c0));
                 }
@@ -594,13 +636,193 @@ mod avx512 {
                 }
             }
         }
-        let mut sums = [[0.0; GRAD_FILTERS]; TB];
+        let mut sums = [[0.0; PIXEL_GRAD_FILTERS]; TB];
         for (sums_j, acc_j) in sums.iter_mut().zip(&acc) {
             for (s, &v) in sums_j.iter_mut().zip(acc_j) {
                 *s = _mm512_reduce_add_ps(v);
             }
         }
         sums
+    }
+
+    /// [`super::conv_weight_grad`] (accumulating) for every filter; returns `n_o`. Requires
+    /// [`available`].
+    ///
+    /// Vectorised over filters, so that no sum needs reducing across lanes: dℓ/dy is first
+    /// transposed to `dyᵀ[q, o]` (a thread-local buffer, rows padded to whole vectors), then
+    /// each block of taps × filter vectors holds its sums in registers over every pixel:
+    /// `dWᵀ[t, o..o+16] += x_pad[off[t] + r·stride + c] · dyᵀ[r·cols + c, o..o+16]`.
+    pub(super) fn by_filters(
+        padded: &[f32],
+        g: &ConvGeometry,
+        lay: PaddedLayout,
+        off: &[usize],
+        dy: &[f32],
+        n_o: usize,
+        w_grad_t: &mut [f32],
+    ) -> usize {
+        let p = g.pixels();
+        let vectors = n_o.div_ceil(16);
+        let width = vectors * 16;
+        DY_T.with_borrow_mut(|dy_t| {
+            dy_t.clear();
+            dy_t.resize(p * width, 0.0);
+            // SAFETY: `available()` was checked by the caller; `dy` holds n_o × p values
+            // (checked by `super::conv_weight_grad`) and `dy_t` p × width.
+            unsafe { transpose_filters(dy, n_o, p, width, dy_t) };
+            let mut v0 = 0;
+            while v0 < vectors {
+                let fv = (vectors - v0).min(2);
+                let mut t0 = 0;
+                while t0 < off.len() {
+                    let taps = if off.len() - t0 >= GRAD_TAPS {
+                        GRAD_TAPS
+                    } else {
+                        1
+                    };
+                    let block = GradBlock {
+                        off: &off[t0..t0 + taps],
+                        v0,
+                        width,
+                        n_o,
+                    };
+                    let out = &mut w_grad_t[t0 * n_o..(t0 + taps) * n_o];
+                    // SAFETY: reads of `padded` stay inside it (`off[t] + r·stride + c` is a
+                    // pixel of the padded image), reads of `dy_t` inside its p × width
+                    // values, and writes are masked to the filters < n_o of `out`'s rows.
+                    unsafe {
+                        match (taps, fv) {
+                            (GRAD_TAPS, 2) => {
+                                grad_block::<GRAD_TAPS, 2>(padded, g, lay, dy_t, &block, out)
+                            }
+                            (GRAD_TAPS, _) => {
+                                grad_block::<GRAD_TAPS, 1>(padded, g, lay, dy_t, &block, out)
+                            }
+                            (_, 2) => grad_block::<1, 2>(padded, g, lay, dy_t, &block, out),
+                            _ => grad_block::<1, 1>(padded, g, lay, dy_t, &block, out),
+                        }
+                    }
+                    t0 += taps;
+                }
+                v0 += fv;
+            }
+        });
+        n_o
+    }
+
+    thread_local! {
+        /// dℓ/dy transposed to pixel-major, reused across calls on this thread.
+        static DY_T: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// `dy_t[q·width + o] = dy[o·p + q]` for `o < n_o` (the rest zero), in blocks of 16 × 16
+    /// transposed in registers (gathers are slow on some processors).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose_filters(
+        dy: &[f32],
+        n_o: usize,
+        p: usize,
+        width: usize,
+        dy_t: &mut [f32],
+    ) {
+        for o0 in (0..n_o).step_by(16) {
+            let filters = (n_o - o0).min(16);
+            for q0 in (0..p).step_by(16) {
+                let pixels = (p - q0).min(16);
+                let keep = lanes(pixels);
+                let mut rows = [_mm512_setzero_ps(); 16];
+                for (i, row) in rows.iter_mut().enumerate().take(filters) {
+                    *row = _mm512_maskz_loadu_ps(keep, dy.as_ptr().add((o0 + i) * p + q0));
+                }
+                transpose16(&mut rows);
+                for (j, row) in rows.iter().enumerate().take(pixels) {
+                    _mm512_storeu_ps(dy_t.as_mut_ptr().add((q0 + j) * width + o0), *row);
+                }
+            }
+        }
+    }
+
+    /// Transposes a 16 × 16 block held as 16 row vectors: 32-bit, then 64-bit interleaves
+    /// within 128-bit lanes, then two rounds of 128-bit lane shuffles.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn transpose16(r: &mut [__m512; 16]) {
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        for i in 0..4 {
+            let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+            let pd = |x: __m512| _mm512_castps_pd(x);
+            r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(a), pd(c)));
+            r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(a), pd(c)));
+            r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(b), pd(d)));
+            r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(b), pd(d)));
+        }
+        for half in 0..2 {
+            for i in 0..4 {
+                let (a, b) = (r[8 * half + i], r[8 * half + 4 + i]);
+                t[8 * half + i] = _mm512_shuffle_f32x4::<0x88>(a, b);
+                t[8 * half + 4 + i] = _mm512_shuffle_f32x4::<0xdd>(a, b);
+            }
+        }
+        for i in 0..8 {
+            r[i] = _mm512_shuffle_f32x4::<0x88>(t[i], t[8 + i]);
+            r[8 + i] = _mm512_shuffle_f32x4::<0xdd>(t[i], t[8 + i]);
+        }
+    }
+
+    /// What one weight-gradient block covers: taps `off` (their offsets) × filter vectors
+    /// `v0..v0 + FV` of `dyᵀ` rows of `width` values, for `n_o` filters.
+    struct GradBlock<'a> {
+        off: &'a [usize],
+        v0: usize,
+        width: usize,
+        n_o: usize,
+    }
+
+    /// `TB` taps × `FV` vectors of 16 filters: `TB·FV` sums in registers over every pixel,
+    /// then added to `out` (`TB` rows of `n_o`).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn grad_block<const TB: usize, const FV: usize>(
+        padded: &[f32],
+        g: &ConvGeometry,
+        lay: PaddedLayout,
+        dy_t: &[f32],
+        block: &GradBlock<'_>,
+        out: &mut [f32],
+    ) {
+        let mut off = [0usize; TB];
+        off.copy_from_slice(block.off);
+        let mut acc = [[_mm512_setzero_ps(); FV]; TB];
+        let (x, d) = (padded.as_ptr(), dy_t.as_ptr().add(block.v0 * 16));
+        for r in 0..g.rows {
+            for c in 0..g.cols {
+                let (q, at) = (r * g.cols + c, r * lay.stride + c);
+                let mut dv = [_mm512_setzero_ps(); FV];
+                for (v, dv_v) in dv.iter_mut().enumerate() {
+                    *dv_v = _mm512_loadu_ps(d.add(q * block.width + v * 16));
+                }
+                for (acc_j, &o) in acc.iter_mut().zip(&off) {
+                    let xv = _mm512_set1_ps(*x.add(o + at));
+                    for (acc_jv, &dv_v) in acc_j.iter_mut().zip(&dv) {
+                        *acc_jv = _mm512_fmadd_ps(xv, dv_v, *acc_jv);
+                    }
+                }
+            }
+        }
+        for (j, acc_j) in acc.iter().enumerate() {
+            for (v, &sum) in acc_j.iter().enumerate() {
+                let o0 = (block.v0 + v) * 16;
+                let keep = lanes(block.n_o - o0);
+                let dst = out.as_mut_ptr().add(j * block.n_o + o0);
+                _mm512_mask_storeu_ps(
+                    dst,
+                    keep,
+                    _mm512_add_ps(_mm512_maskz_loadu_ps(keep, dst), sum),
+                );
+            }
+        }
     }
 }
 
@@ -751,6 +973,10 @@ mod tests {
     /// On a processor with AVX-512, the explicit kernels (what `f32` runs there) against the
     /// portable loops, block by block; elsewhere the portable loops are all there is.
     #[cfg(target_arch = "x86_64")]
+    type WeightGradKernel =
+        fn(&[f32], &ConvGeometry, PaddedLayout, &[usize], &[f32], usize, &mut [f32]) -> usize;
+
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx512_kernels_match_the_portable_loops() {
         if !avx512::available() {
@@ -777,14 +1003,39 @@ mod tests {
                 assert!((a - b).abs() < 1e-5, "{case:?} forward: {a} vs {b}");
             }
 
-            let mut fast = vec![0.0f32; g.patch_len() * n_o];
-            let done = avx512::conv_weight_grad(&padded, &g, lay, &off, &dy, n_o, &mut fast);
-            assert_eq!(done, n_o / 4 * 4);
             let mut slow = vec![0.0f32; g.patch_len() * n_o];
             portable::conv_weight_grad(&padded, &g, lay, &off, &dy, 0..n_o, n_o, &mut slow);
-            for (t, (fast_t, slow_t)) in fast.chunks(n_o).zip(slow.chunks(n_o)).enumerate() {
-                for (a, b) in fast_t[..done].iter().zip(&slow_t[..done]) {
-                    assert!((a - b).abs() < 1e-4, "{case:?} tap {t}: {a} vs {b}");
+            let kernels: [(WeightGradKernel, usize); 2] =
+                [(avx512::by_filters, n_o), (avx512::by_pixels, n_o / 4 * 4)];
+            for (kernel, covers) in kernels {
+                let mut fast = vec![0.0f32; g.patch_len() * n_o];
+                let done = kernel(&padded, &g, lay, &off, &dy, n_o, &mut fast);
+                assert_eq!(done, covers);
+                for (t, (fast_t, slow_t)) in fast.chunks(n_o).zip(slow.chunks(n_o)).enumerate() {
+                    for (a, b) in fast_t[..done].iter().zip(&slow_t[..done]) {
+                        assert!((a - b).abs() < 1e-4, "{case:?} tap {t}: {a} vs {b}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_filter_transpose_matches_the_index_formula() {
+        if !avx512::available() {
+            return;
+        }
+        for (n_o, p) in [(16usize, 16usize), (32, 256), (5, 37), (20, 1), (17, 33)] {
+            let dy: Vec<f32> = (0..n_o * p).map(|v| v as f32).collect();
+            let width = n_o.div_ceil(16) * 16;
+            let mut dy_t = vec![f32::NAN; p * width];
+            // SAFETY: AVX-512 is available; the lengths are as the function requires.
+            unsafe { avx512::transpose_filters(&dy, n_o, p, width, &mut dy_t) };
+            for q in 0..p {
+                for o in 0..width {
+                    let want = if o < n_o { dy[o * p + q] } else { 0.0 };
+                    assert_eq!(dy_t[q * width + o], want, "n_o {n_o}, p {p}: q {q}, o {o}");
                 }
             }
         }
@@ -805,7 +1056,8 @@ mod tests {
             cols: 16,
             ..g(16, 3)
         };
-        assert!(prefers_direct(&wide) && !prefers_direct_weight_grad(&wide));
+        assert!(prefers_direct(&wide) && !prefers_direct_weight_grad::<f64>(&wide));
+        assert_eq!(prefers_direct_weight_grad::<f32>(&wide), avx512_available());
         assert!(!prefers_direct(&ConvGeometry {
             channels: 128,
             ..wide

@@ -308,7 +308,7 @@ impl<F: Float> ConvLayer<F> {
         let w_slice = w.as_slice().expect("standard layout");
         let w_mat = MatRef::row_major(w_slice, n_o, k);
         // Where the input was kept padded, and which products run directly.
-        let (padded, direct_dw) = (prefers_direct(&g), prefers_direct_weight_grad(&g));
+        let (padded, direct_dw) = (prefers_direct(&g), prefers_direct_weight_grad::<F>(&g));
         let transposed = transposed_geometry(&g, n_o)
             .filter(|_| want_x_grad)
             .map(|g_t| (g_t, flip_transpose(w_slice, n_o, n_i_w, h)));
