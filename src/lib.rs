@@ -71,7 +71,7 @@ pub use ndarray;
 pub use rand;
 /// The seedable generator used by the examples and the command line (portable, reproducible).
 pub use rand_chacha;
-pub use sequential::one_hot;
+pub use sequential::{one_hot, select_examples};
 
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]

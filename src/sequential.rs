@@ -6,6 +6,7 @@ use crate::{Float, Layer, ShapeError};
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2};
 use rand::seq::SliceRandom;
 use rand::Rng;
+use rayon::prelude::*;
 
 /// Loss and accuracy of a model on a labelled set, from [`Sequential::evaluate`].
 #[derive(Clone, Debug, PartialEq)]
@@ -250,7 +251,7 @@ impl<F: Float> Sequential<F> {
                 let mut total = F::zero();
                 for idx in order.chunks(batch_size) {
                     let loss = self.train_batch(
-                        x.select(Axis(0), idx).view(),
+                        select_examples(x.view(), idx).view(),
                         y.select(Axis(0), idx).view(),
                         lr,
                     );
@@ -352,4 +353,55 @@ pub fn one_hot<F: Float>(labels: &[usize], classes: usize) -> Array2<F> {
         y[[n, c]] = F::one();
     }
     y
+}
+/// The examples `indices` of `x` (along its first axis), in that order: `x.select(Axis(0),
+/// indices)`, copied in parallel, one example per task.
+///
+/// # Shapes
+/// `x: (n, …)` → `(indices.len(), …)`.
+///
+/// # Panics
+/// If an index is `n` or more.
+pub fn select_examples<F: Float>(x: ArrayViewD<'_, F>, indices: &[usize]) -> ArrayD<F> {
+    let n = x.len_of(Axis(0));
+    if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
+        panic!("select_examples: index {bad} is out of range for {n} examples");
+    }
+    let mut shape = x.shape().to_vec();
+    shape[0] = indices.len();
+    let mut out = ArrayD::zeros(shape);
+    let x = x.as_standard_layout();
+    let src = x.as_slice().expect("standard layout");
+    let len = src.len() / n.max(1);
+    if len > 0 {
+        out.as_slice_mut()
+            .expect("fresh array")
+            .par_chunks_mut(len)
+            .zip(indices.par_iter())
+            .for_each(|(dst, &i)| dst.copy_from_slice(&src[i * len..(i + 1) * len]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn select_examples_matches_ndarray_select() {
+        let x =
+            ndarray::Array3::from_shape_fn((5, 2, 3), |(n, i, j)| (n * 100 + i * 10 + j) as f64)
+                .into_dyn();
+        let idx = [4, 0, 0, 2];
+        assert_eq!(
+            super::select_examples(x.view(), &idx),
+            x.select(super::Axis(0), &idx)
+        );
+        assert_eq!(super::select_examples(x.view(), &[]).shape(), &[0, 2, 3]);
+    }
+
+    #[test]
+    #[should_panic(expected = "index 5 is out of range for 5 examples")]
+    fn select_examples_rejects_a_missing_example() {
+        let x = ndarray::ArrayD::<f32>::zeros(vec![5, 2]);
+        super::select_examples(x.view(), &[1, 5]);
+    }
 }

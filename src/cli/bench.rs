@@ -10,7 +10,7 @@ use scratchnet::ndarray::{Array4, ArrayD};
 use scratchnet::rand::seq::SliceRandom;
 use scratchnet::rand::{Rng, SeedableRng};
 use scratchnet::rand_chacha::ChaCha8Rng;
-use scratchnet::{one_hot, Layer, Sequential};
+use scratchnet::{one_hot, select_examples, Layer, Sequential};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -258,7 +258,7 @@ fn measure(workload: &str, threads: usize, reps: usize, rows: &mut Vec<Row>) {
                 for _ in 0..15 {
                     order.shuffle(&mut rng);
                     for idx in order.chunks(128) {
-                        let xb = train.select(scratchnet::ndarray::Axis(0), idx);
+                        let xb = select_examples(train.view().into_dyn(), idx);
                         let yb = one_hot::<f32>(
                             &idx.iter().map(|&i| train_labels[i]).collect::<Vec<_>>(),
                             3,

@@ -15,6 +15,7 @@ use crate::Float;
 use ndarray::Array4;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rayon::prelude::*;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -257,18 +258,25 @@ impl ImageSet {
         let (c, r, q) = self.shape;
         let mut out = Array4::<F>::zeros((indices.len(), c, r, q));
         let plane = r * q;
-        let dst = out.as_slice_mut().expect("fresh array");
-        for (slot, &i) in dst.chunks_exact_mut(self.image_len()).zip(indices) {
-            for (ch, (d, s)) in slot
-                .chunks_exact_mut(plane)
-                .zip(self.image(i).chunks_exact(plane))
-                .enumerate()
-            {
-                for (d, &s) in d.iter_mut().zip(s) {
-                    *d = F::from_f64(scaling.apply(s, ch) as f64);
-                }
-            }
+        if self.image_len() == 0 {
+            return out;
         }
+        // One image per task: the conversion runs on every core.
+        out.as_slice_mut()
+            .expect("fresh array")
+            .par_chunks_exact_mut(self.image_len())
+            .zip(indices.par_iter())
+            .for_each(|(slot, &i)| {
+                for (ch, (d, s)) in slot
+                    .chunks_exact_mut(plane)
+                    .zip(self.image(i).chunks_exact(plane))
+                    .enumerate()
+                {
+                    for (d, &s) in d.iter_mut().zip(s) {
+                        *d = F::from_f64(scaling.apply(s, ch) as f64);
+                    }
+                }
+            });
         out
     }
 

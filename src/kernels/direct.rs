@@ -665,7 +665,7 @@ mod avx512 {
         let vectors = n_o.div_ceil(16);
         let width = vectors * 16;
         DY_T.with_borrow_mut(|dy_t| {
-            dy_t.clear();
+            // Every value is overwritten by the transpose: only a change of size fills.
             dy_t.resize(p * width, 0.0);
             // SAFETY: `available()` was checked by the caller; `dy` holds n_o × p values
             // (checked by `super::conv_weight_grad`) and `dy_t` p × width.
