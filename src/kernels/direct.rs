@@ -249,6 +249,66 @@ pub fn conv_forward<F: Float>(padded: &[F], g: &ConvGeometry, w: &[F], n_o: usiz
     portable::conv_forward(padded, g, lay, &off, w, o0..n_o, y);
 }
 
+/// `y = maxpool₂(relu(W ⋆ x + b))` of one image, from its [`pad_image`] copy, with one
+/// gradient routing byte per output as [`crate::kernels::relu_pool::bias_relu_pool2`] writes
+/// it, value for value and bit for bit: the explicit kernel keeps two rows of 8 filters in
+/// registers and pools them there, so the full-size output never reaches memory. Returns
+/// `false`, writing nothing, where it does not run (no AVX-512, not `f32`, filters not a
+/// multiple of 8, odd rows or columns): the caller then convolves and pools separately.
+///
+/// # Shapes
+/// `padded`: from [`pad_image`] with `g`; `w`: `(n_o, n_i·h·h)`; `b`: `n_o`;
+/// `y`, `mask`: `(n_o, rows/2, cols/2)`.
+pub fn conv_bias_relu_pool2<F: Float>(
+    padded: &[F],
+    g: &ConvGeometry,
+    w: &[F],
+    b: &[F],
+    n_o: usize,
+    y: &mut [F],
+    mask: &mut [u8],
+) -> bool {
+    let lay = PaddedLayout::of(g);
+    assert_eq!(
+        padded.len(),
+        lay.len(g.channels),
+        "conv_bias_relu_pool2: padded length"
+    );
+    assert_eq!(
+        w.len(),
+        n_o * g.patch_len(),
+        "conv_bias_relu_pool2: weight length"
+    );
+    assert_eq!(b.len(), n_o, "conv_bias_relu_pool2: bias length");
+    assert_eq!(
+        y.len(),
+        n_o * (g.rows / 2) * (g.cols / 2),
+        "conv_bias_relu_pool2: output length"
+    );
+    assert_eq!(mask.len(), y.len(), "conv_bias_relu_pool2: mask length");
+    let even = g.rows % 2 == 0 && g.cols % 2 == 0;
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(padded), Some(w), Some(b), Some(y)) = (
+        F::as_f32_slice(padded),
+        F::as_f32_slice(w),
+        F::as_f32_slice(b),
+        F::as_f32_slice_mut(&mut *y),
+    ) {
+        if even && n_o % avx512::POOL_FILTERS == 0 && avx512::pooling_available() {
+            let off = lay.tap_offsets(g);
+            for o0 in (0..n_o).step_by(avx512::POOL_FILTERS) {
+                // SAFETY: the features were checked; reads of `padded` stay inside it as in
+                // `conv_forward` (rows r and r + 1 < rows); writes are masked to each output
+                // row of `cols/2` values of filters `o0..o0 + 8 ≤ n_o`.
+                unsafe { avx512::conv_bias_relu_pool2(padded, g, lay, &off, w, b, o0, y, mask) };
+            }
+            return true;
+        }
+    }
+    let _ = (even, padded, w, b, y, mask);
+    false
+}
+
 /// `dWᵀ ← [dWᵀ +] Σ_pixels x_pad·dy` for one image:
 /// `dWᵀ[t, o] = Σ_{r,c} x_pad[off[t] + r·stride + c] · dy[o, r, c]`.
 ///
@@ -534,6 +594,88 @@ mod avx512 {
                 for (f, acc_f) in acc.iter().enumerate() {
                     let out = y.as_mut_ptr().add(f * p + r * g.cols + c0);
                     _mm512_mask_storeu_ps(out, keep, *acc_f);
+                }
+            }
+        }
+    }
+
+    /// Filters per block of [`conv_bias_relu_pool2`]: 8 filters × 2 rows × 16 pixels = 16
+    /// sums in registers.
+    pub(super) const POOL_FILTERS: usize = 8;
+
+    /// Whether [`conv_bias_relu_pool2`] runs here (it also needs BMI2 for the routing bytes).
+    pub(super) fn pooling_available() -> bool {
+        available() && is_x86_feature_detected!("bmi2")
+    }
+
+    /// [`super::conv_bias_relu_pool2`] for filters `o0..o0 + 8`, both rows of each pooling
+    /// window at once. Requires [`pooling_available`], even rows and columns.
+    #[target_feature(enable = "avx512f,bmi2")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn conv_bias_relu_pool2(
+        padded: &[f32],
+        g: &ConvGeometry,
+        lay: PaddedLayout,
+        off: &[usize],
+        w: &[f32],
+        b: &[f32],
+        o0: usize,
+        y: &mut [f32],
+        mask: &mut [u8],
+    ) {
+        let k = g.patch_len();
+        let (out_rows, out_cols) = (g.rows / 2, g.cols / 2);
+        let plane = out_rows * out_cols;
+        let w = &w[o0 * k..(o0 + POOL_FILTERS) * k];
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15);
+        let zero = _mm512_setzero_ps();
+        // One bit per byte: bit j of a lane mask goes to bit 0 of byte j.
+        const BYTE_LSBS: u64 = 0x0101_0101_0101_0101;
+        for r in (0..g.rows).step_by(2) {
+            for c0 in (0..g.cols).step_by(COL_BLOCK) {
+                let top = padded.as_ptr().add(r * lay.stride + c0);
+                let bottom = top.add(lay.stride);
+                let mut acc = [[zero; 2]; POOL_FILTERS];
+                for (t, &o) in off.iter().enumerate() {
+                    let (x0, x1) = (_mm512_loadu_ps(top.add(o)), _mm512_loadu_ps(bottom.add(o)));
+                    for (f, acc_f) in acc.iter_mut().enumerate() {
+                        let w_ft = _mm512_set1_ps(*w.get_unchecked(f * k + t));
+                        acc_f[0] = _mm512_fmadd_ps(w_ft, x0, acc_f[0]);
+                        acc_f[1] = _mm512_fmadd_ps(w_ft, x1, acc_f[1]);
+                    }
+                }
+                let outs = ((g.cols - c0) / 2).min(COL_BLOCK / 2);
+                let keep = lanes(outs);
+                let at = (r / 2) * out_cols + c0 / 2;
+                for (f, acc_f) in acc.iter().enumerate() {
+                    let bias = _mm512_set1_ps(b[o0 + f]);
+                    let (a, c) = (_mm512_add_ps(acc_f[0], bias), _mm512_add_ps(acc_f[1], bias));
+                    // The window's four values t, in lanes 0..8: (top, bottom) × (left, right).
+                    let t = [
+                        _mm512_permutexvar_ps(even, a),
+                        _mm512_permutexvar_ps(odd, a),
+                        _mm512_permutexvar_ps(even, c),
+                        _mm512_permutexvar_ps(odd, c),
+                    ];
+                    let mut relu = [zero; 4];
+                    for (r_i, &t_i) in relu.iter_mut().zip(&t) {
+                        *r_i = _mm512_max_ps(t_i, zero);
+                    }
+                    let m = _mm512_max_ps(
+                        _mm512_max_ps(relu[0], relu[1]),
+                        _mm512_max_ps(relu[2], relu[3]),
+                    );
+                    let mut bytes = 0u64;
+                    for (bit, &t_i) in t.iter().enumerate() {
+                        let routed = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(t_i, zero)
+                            & _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(t_i, m);
+                        bytes |= _pdep_u64(u64::from(routed & 0xff), BYTE_LSBS) << bit;
+                    }
+                    let out = (o0 + f) * plane + at;
+                    _mm512_mask_storeu_ps(y.as_mut_ptr().add(out), keep, m);
+                    let bytes = bytes.to_le_bytes();
+                    mask[out..out + outs].copy_from_slice(&bytes[..outs]);
                 }
             }
         }
@@ -1038,6 +1180,65 @@ mod tests {
                     assert_eq!(dy_t[q * width + o], want, "n_o {n_o}, p {p}: q {q}, o {o}");
                 }
             }
+        }
+    }
+
+    /// The in-register pooling kernel against `conv_forward` then `bias_relu_pool2`, bit for
+    /// bit, on small integers (exact sums, so ties and zeros are common).
+    #[test]
+    fn pooled_forward_matches_convolution_then_pooling_bit_for_bit() {
+        use crate::kernels::relu_pool::bias_relu_pool2;
+        for (seed, &(n_i, n_o, rows, cols)) in [
+            (3, 16, 8, 32),
+            (2, 8, 6, 20),
+            (16, 32, 4, 18),
+            (1, 8, 2, 2),
+            (3, 5, 4, 16),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let g = ConvGeometry {
+                channels: n_i,
+                rows,
+                cols,
+                h: 3,
+            };
+            let mut rng = ChaCha8Rng::seed_from_u64(seed as u64);
+            let mut ints = |n: usize| -> Vec<f32> {
+                (0..n)
+                    .map(|_| f32::from(rng.random_range(-2i8..=2)))
+                    .collect()
+            };
+            let (x, w, b) = (ints(g.image_len()), ints(n_o * g.patch_len()), ints(n_o));
+            let mut padded = vec![0.0; padded_len(&g)];
+            pad_image(&x, &g, &mut padded);
+            let q = g.pixels() / 4;
+            let (mut y, mut mask) = (vec![f32::NAN; n_o * q], vec![0xffu8; n_o * q]);
+            if !conv_bias_relu_pool2(&padded, &g, &w, &b, n_o, &mut y, &mut mask) {
+                assert!(n_o % 8 != 0 || !avx512_available(), "{n_o} filters ran");
+                continue;
+            }
+            let mut full = vec![0.0; n_o * g.pixels()];
+            conv_forward(&padded, &g, &w, n_o, &mut full);
+            let (mut y_ref, mut mask_ref) = (vec![0.0; n_o * q], vec![0u8; n_o * q]);
+            for (o, plane) in full.chunks_exact(g.pixels()).enumerate() {
+                let out = o * q..(o + 1) * q;
+                bias_relu_pool2(
+                    plane,
+                    b[o],
+                    cols,
+                    &mut y_ref[out.clone()],
+                    &mut mask_ref[out],
+                );
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(&y_ref), "{n_i}→{n_o}, {rows}×{cols}");
+            assert_eq!(mask, mask_ref, "{n_i}→{n_o}, {rows}×{cols}");
+            assert!(
+                mask.iter().any(|&m| m.count_ones() > 1),
+                "ties were exercised"
+            );
         }
     }
 

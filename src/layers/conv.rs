@@ -32,8 +32,8 @@
 
 use crate::init::glorot_normal;
 use crate::kernels::direct::{
-    conv_forward, conv_weight_grad, flip_transpose, im2col_padded, pad_image, padded_len,
-    prefers_direct, prefers_direct_weight_grad, transposed_geometry,
+    conv_bias_relu_pool2, conv_forward, conv_weight_grad, flip_transpose, im2col_padded, pad_image,
+    padded_len, prefers_direct, prefers_direct_weight_grad, transposed_geometry,
 };
 use crate::kernels::gemm::{matmul, MatRef};
 use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
@@ -263,12 +263,19 @@ impl<F: Float> ConvLayer<F> {
                             }
                         }
                         TaskOut::ReluPool2 { y, mask } => {
+                            let q = p / 4;
+                            let range = j * n_o * q..(j + 1) * n_o * q;
+                            let (y_n, mask_n) = (&mut y[range.clone()], &mut mask[range]);
+                            if direct {
+                                pad_image(x_n, &g, kept_n);
+                                if conv_bias_relu_pool2(kept_n, &g, w_mat_data, b, n_o, y_n, mask_n)
+                                {
+                                    continue;
+                                }
+                            }
                             // The full-size output stays in this scratch buffer, in cache.
                             convolve(x_n, kept_n, out);
-                            let q = p / 4;
-                            let outs = y[j * n_o * q..(j + 1) * n_o * q]
-                                .chunks_exact_mut(q)
-                                .zip(mask[j * n_o * q..(j + 1) * n_o * q].chunks_exact_mut(q));
+                            let outs = y_n.chunks_exact_mut(q).zip(mask_n.chunks_exact_mut(q));
                             for ((plane, &bias), (y_o, m_o)) in out.chunks_exact(p).zip(b).zip(outs)
                             {
                                 bias_relu_pool2(plane, bias, cols, y_o, m_o);
