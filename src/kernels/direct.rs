@@ -286,7 +286,7 @@ pub fn conv_bias_relu_pool2<F: Float>(
         "conv_bias_relu_pool2: output length"
     );
     assert_eq!(mask.len(), y.len(), "conv_bias_relu_pool2: mask length");
-    let even = g.rows % 2 == 0 && g.cols % 2 == 0;
+    let even = g.rows.is_multiple_of(2) && g.cols.is_multiple_of(2);
     #[cfg(target_arch = "x86_64")]
     if let (Some(padded), Some(w), Some(b), Some(y)) = (
         F::as_f32_slice(padded),
@@ -294,7 +294,7 @@ pub fn conv_bias_relu_pool2<F: Float>(
         F::as_f32_slice(b),
         F::as_f32_slice_mut(&mut *y),
     ) {
-        if even && n_o % avx512::POOL_FILTERS == 0 && avx512::pooling_available() {
+        if even && n_o.is_multiple_of(avx512::POOL_FILTERS) && avx512::pooling_available() {
             let off = lay.tap_offsets(g);
             for o0 in (0..n_o).step_by(avx512::POOL_FILTERS) {
                 // SAFETY: the features were checked; reads of `padded` stay inside it as in
