@@ -1280,6 +1280,31 @@ mod tests {
         );
     }
 
+    /// Every value of the padded copy is written, also over a buffer full of NaN: the
+    /// image at its place, zero everywhere else.
+    #[test]
+    fn pad_image_overwrites_every_value() {
+        for (seed, case) in CASES.iter().enumerate() {
+            let g = geometry(case);
+            let lay = PaddedLayout::of(&g);
+            let x = random::<f64>(g.image_len(), seed as u64);
+            let mut padded = vec![f64::NAN; padded_len(&g)];
+            pad_image(&x, &g, &mut padded);
+            let pad = g.pad_before();
+            for (idx, &v) in padded.iter().enumerate() {
+                let (i, rem) = (idx / (lay.rows * lay.stride), idx % (lay.rows * lay.stride));
+                let (r, c) = (rem / lay.stride, rem % lay.stride);
+                let inside = (pad..pad + g.rows).contains(&r) && (pad..pad + g.cols).contains(&c);
+                let want = if inside {
+                    x[(i * g.rows + r - pad) * g.cols + c - pad]
+                } else {
+                    0.0
+                };
+                assert_eq!(v, want, "{case:?}: channel {i}, row {r}, column {c}");
+            }
+        }
+    }
+
     #[test]
     fn im2col_from_the_padded_copy_matches_im2col() {
         for (seed, case) in CASES.iter().enumerate() {
