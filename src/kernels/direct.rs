@@ -628,10 +628,9 @@ mod avx512 {
         let plane = out_rows * out_cols;
         let w = &w[o0 * k..(o0 + POOL_FILTERS) * k];
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
-        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15);
         let zero = _mm512_setzero_ps();
-        // One bit per byte: bit j of a lane mask goes to bit 0 of byte j.
-        const BYTE_LSBS: u64 = 0x0101_0101_0101_0101;
+        // Two bits per byte: bits 2j, 2j + 1 of a lane mask go to bits 0, 1 of byte j.
+        const PAIR_LSBS: u64 = 0x0303_0303_0303_0303;
         for r in (0..g.rows).step_by(2) {
             for c0 in (0..g.cols).step_by(COL_BLOCK) {
                 let top = padded.as_ptr().add(r * lay.stride + c0);
@@ -651,27 +650,19 @@ mod avx512 {
                 for (f, acc_f) in acc.iter().enumerate() {
                     let bias = _mm512_set1_ps(b[o0 + f]);
                     let (a, c) = (_mm512_add_ps(acc_f[0], bias), _mm512_add_ps(acc_f[1], bias));
-                    // The window's four values t, in lanes 0..8: (top, bottom) × (left, right).
-                    let t = [
-                        _mm512_permutexvar_ps(even, a),
-                        _mm512_permutexvar_ps(odd, a),
-                        _mm512_permutexvar_ps(even, c),
-                        _mm512_permutexvar_ps(odd, c),
-                    ];
-                    let mut relu = [zero; 4];
-                    for (r_i, &t_i) in relu.iter_mut().zip(&t) {
-                        *r_i = _mm512_max_ps(t_i, zero);
-                    }
-                    let m = _mm512_max_ps(
-                        _mm512_max_ps(relu[0], relu[1]),
-                        _mm512_max_ps(relu[2], relu[3]),
-                    );
+                    // Each window's maximum in both of its lanes: ReLU, the larger row, then the
+                    // larger of each lane pair (an in-lane swap of neighbours).
+                    let v = _mm512_max_ps(_mm512_max_ps(a, zero), _mm512_max_ps(c, zero));
+                    let m = _mm512_max_ps(v, _mm512_permute_ps::<0b10_11_00_01>(v));
+                    // Routing: lane 2j / 2j + 1 of a row is bit 0 / 1 (top) or 2 / 3 (bottom)
+                    // of byte j.
                     let mut bytes = 0u64;
-                    for (bit, &t_i) in t.iter().enumerate() {
-                        let routed = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(t_i, zero)
-                            & _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(t_i, m);
-                        bytes |= _pdep_u64(u64::from(routed & 0xff), BYTE_LSBS) << bit;
+                    for (shift, t) in [(0, a), (2, c)] {
+                        let routed = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(t, zero)
+                            & _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(t, m);
+                        bytes |= _pdep_u64(u64::from(routed), PAIR_LSBS) << shift;
                     }
+                    let m = _mm512_permutexvar_ps(even, m);
                     let out = (o0 + f) * plane + at;
                     _mm512_mask_storeu_ps(y.as_mut_ptr().add(out), keep, m);
                     let bytes = bytes.to_le_bytes();
