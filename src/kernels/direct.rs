@@ -36,11 +36,11 @@ const COL_BLOCK: usize = 16;
 /// lab's first layer): im2col's rows are too short for a GEMM to pay off.
 pub const MAX_DIRECT_PATCH: usize = 32;
 
-/// On images at least 16 columns wide (one register block), convolutions whose patch is at most this
-/// long run forward directly (the lab's second layer, 16 → 32, and the transposed
-/// convolution of its input gradient, 32 → 16): the kernel's 16 × 16 register block
-/// reuses each loaded value as often as the GEMM's does, without building `X_col`. The
-/// weight gradient of these layers stays a GEMM, whose blocking suits its long sums better.
+/// On images at least 16 columns wide (one register block), convolutions whose patch is at
+/// most this long run directly too (the lab's second layer, 16 → 32, and the transposed
+/// convolution of its input gradient, 32 → 16): the register blocks reuse each loaded value
+/// as often as a GEMM does, without building `X_col`. Their weight gradient runs directly
+/// where the filter-vectorised AVX-512 kernel does (see [`prefers_direct_weight_grad`]).
 pub const MAX_DIRECT_FORWARD_PATCH: usize = 600;
 
 /// Whether [`conv_forward`] should compute `W ⋆ x` for this geometry (see
@@ -691,7 +691,7 @@ mod avx512 {
     }
 
     /// [`super::conv_weight_grad`] (accumulating) vectorised over pixels, for the leading
-    /// whole blocks of [`PIXEL_PIXEL_GRAD_FILTERS`] filters; returns the first filter it did not
+    /// whole blocks of [`PIXEL_GRAD_FILTERS`] filters; returns the first filter it did not
     /// do. Requires [`available`]. Each block of taps × filters sums 16-lane partials over
     /// every pixel, then reduces them: for few filters, where [`by_filters`] would broadcast
     /// one input value per multiply.
