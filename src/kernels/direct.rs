@@ -28,6 +28,8 @@
 
 use super::im2col::ConvGeometry;
 use crate::Float;
+use std::cell::RefCell;
+use std::rc::Rc;
 
 /// Pixels of one row per register block (one AVX-512 vector of `f32`).
 const COL_BLOCK: usize = 16;
@@ -121,17 +123,26 @@ impl PaddedLayout {
         channels * self.rows * self.stride
     }
 
-    /// `off[t]` for every tap `t = (i, a, b)`, in `X_col` row order.
-    fn tap_offsets(&self, g: &ConvGeometry) -> Vec<usize> {
-        let mut off = Vec::with_capacity(g.patch_len());
-        for i in 0..g.channels {
-            for a in 0..g.h {
-                for b in 0..g.h {
-                    off.push((i * self.rows + a) * self.stride + b);
-                }
-            }
+    /// `off[t]` for every tap `t = (i, a, b)`, in `X_col` row order; remembered per thread
+    /// for the last few geometries, since every image of a batch asks again.
+    fn tap_offsets(&self, g: &ConvGeometry) -> Rc<[usize]> {
+        thread_local! {
+            static OFFSETS: RefCell<Vec<(ConvGeometry, Rc<[usize]>)>> = const { RefCell::new(Vec::new()) };
         }
-        off
+        OFFSETS.with_borrow_mut(|cache| {
+            if let Some((_, off)) = cache.iter().find(|(seen, _)| seen == g) {
+                return Rc::clone(off);
+            }
+            let off: Rc<[usize]> = (0..g.channels)
+                .flat_map(|i| (0..g.h).flat_map(move |a| (0..g.h).map(move |b| (i, a, b))))
+                .map(|(i, a, b)| (i * self.rows + a) * self.stride + b)
+                .collect();
+            if cache.len() >= 8 {
+                cache.clear();
+            }
+            cache.push((*g, Rc::clone(&off)));
+            off
+        })
     }
 }
 
