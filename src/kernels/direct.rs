@@ -677,7 +677,12 @@ mod avx512 {
                     let out = (o0 + f) * plane + at;
                     _mm512_mask_storeu_ps(y.as_mut_ptr().add(out), keep, m);
                     let bytes = bytes.to_le_bytes();
-                    mask[out..out + outs].copy_from_slice(&bytes[..outs]);
+                    if outs == COL_BLOCK / 2 {
+                        // A whole block: one 8-byte store (a variable length calls memcpy).
+                        mask[out..out + COL_BLOCK / 2].copy_from_slice(&bytes);
+                    } else {
+                        mask[out..out + outs].copy_from_slice(&bytes[..outs]);
+                    }
                 }
             }
         }

@@ -274,6 +274,7 @@ impl<F: Float> ConvLayer<F> {
                                 }
                             }
                             // The full-size output stays in this scratch buffer, in cache.
+                            let out = cache_aligned(out, n_o * p);
                             convolve(x_n, kept_n, out);
                             let outs = y_n.chunks_exact_mut(q).zip(mask_n.chunks_exact_mut(q));
                             for ((plane, &bias), (y_o, m_o)) in out.chunks_exact(p).zip(b).zip(outs)
@@ -353,6 +354,7 @@ impl<F: Float> ConvLayer<F> {
                             let ins = dy[range.clone()]
                                 .chunks_exact(q)
                                 .zip(mask[range].chunks_exact(q));
+                            let out = cache_aligned(out, n_o * p);
                             for ((dy_o, m_o), plane) in ins.zip(out.chunks_exact_mut(p)) {
                                 relu_pool2_backward(dy_o, m_o, cols, plane);
                             }
@@ -503,6 +505,16 @@ impl<F: Float> ConvLayer<F> {
     }
 }
 
+/// Extra elements in working buffers, so that a slice of them can start on a cache line.
+const CACHE_LINE_SLACK: usize = 16;
+
+/// The first `len` elements of `buf` from its first 64-byte boundary: whole-vector loads then
+/// never straddle two cache lines. `buf` needs [`CACHE_LINE_SLACK`] spare elements.
+fn cache_aligned<F>(buf: &mut [F], len: usize) -> &mut [F] {
+    let skip = buf.as_ptr().align_offset(64).min(CACHE_LINE_SLACK);
+    &mut buf[skip..skip + len]
+}
+
 /// `acc += v`, element by element.
 fn add_assign<F: Float>(acc: &mut [F], v: &[F]) {
     acc.iter_mut().zip(v).for_each(|(a, &b)| *a += b);
@@ -530,7 +542,7 @@ fn prepare_scratch<F: Float>(
         let w = w.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
         w.x_col.resize(col_len, F::zero());
         w.d_col.resize(col_len, F::zero());
-        w.out.resize(n_o * g.pixels(), F::zero());
+        w.out.resize(n_o * g.pixels() + CACHE_LINE_SLACK, F::zero());
     }
 }
 
