@@ -266,16 +266,18 @@ impl<F: Float> ConvLayer<F> {
                             let q = p / 4;
                             let range = j * n_o * q..(j + 1) * n_o * q;
                             let (y_n, mask_n) = (&mut y[range.clone()], &mut mask[range]);
+                            // The full-size output, if any, stays in this scratch buffer, in cache.
+                            let out = cache_aligned(out, n_o * p);
                             if direct {
                                 pad_image(x_n, &g, kept_n);
                                 if conv_bias_relu_pool2(kept_n, &g, w_mat_data, b, n_o, y_n, mask_n)
                                 {
                                     continue;
                                 }
+                                conv_forward(kept_n, &g, w_mat_data, n_o, out);
+                            } else {
+                                convolve(x_n, kept_n, out);
                             }
-                            // The full-size output stays in this scratch buffer, in cache.
-                            let out = cache_aligned(out, n_o * p);
-                            convolve(x_n, kept_n, out);
                             let outs = y_n.chunks_exact_mut(q).zip(mask_n.chunks_exact_mut(q));
                             for ((plane, &bias), (y_o, m_o)) in out.chunks_exact(p).zip(b).zip(outs)
                             {
