@@ -123,6 +123,14 @@ impl PaddedLayout {
         channels * self.rows * self.stride
     }
 
+    /// The layout of `g`, after checking that `padded` holds a padded image of it: the
+    /// kernels' shared precondition, `what` naming the caller in the panic.
+    fn checked(g: &ConvGeometry, padded: usize, what: &str) -> Self {
+        let lay = Self::of(g);
+        assert_eq!(padded, lay.len(g.channels), "{what}: padded length");
+        lay
+    }
+
     /// `off[t]` for every tap `t = (i, a, b)`, in `X_col` row order; remembered per thread
     /// for the last few geometries, since every image of a batch asks again.
     fn tap_offsets(&self, g: &ConvGeometry) -> Rc<[usize]> {
@@ -158,8 +166,7 @@ pub fn padded_len(g: &ConvGeometry) -> usize {
 /// If `x` or `padded` does not have the geometry's length.
 pub fn pad_image<F: Float>(x: &[F], g: &ConvGeometry, padded: &mut [F]) {
     assert_eq!(x.len(), g.image_len(), "pad_image: image length");
-    assert_eq!(padded.len(), padded_len(g), "pad_image: padded length");
-    let lay = PaddedLayout::of(g);
+    let lay = PaddedLayout::checked(g, padded.len(), "pad_image");
     let pad = g.pad_before();
     padded.fill(F::zero());
     if g.cols == 0 {
@@ -203,12 +210,7 @@ fn copy_row<F: Float>(dst: &mut [F], src: &[F]) {
 /// # Panics
 /// If `padded` or `x_col` does not have the geometry's length.
 pub fn im2col_padded<F: Float>(padded: &[F], g: &ConvGeometry, x_col: &mut [F]) {
-    let lay = PaddedLayout::of(g);
-    assert_eq!(
-        padded.len(),
-        lay.len(g.channels),
-        "im2col_padded: padded length"
-    );
+    let lay = PaddedLayout::checked(g, padded.len(), "im2col_padded");
     assert_eq!(
         x_col.len(),
         g.patch_len() * g.pixels(),
@@ -237,12 +239,7 @@ pub fn im2col_padded<F: Float>(padded: &[F], g: &ConvGeometry, x_col: &mut [F]) 
 /// # Panics
 /// If the slices do not match `g` and `n_o`.
 pub fn conv_forward<F: Float>(padded: &[F], g: &ConvGeometry, w: &[F], n_o: usize, y: &mut [F]) {
-    let lay = PaddedLayout::of(g);
-    assert_eq!(
-        padded.len(),
-        lay.len(g.channels),
-        "conv_forward: padded length"
-    );
+    let lay = PaddedLayout::checked(g, padded.len(), "conv_forward");
     assert_eq!(w.len(), n_o * g.patch_len(), "conv_forward: weight length");
     assert_eq!(y.len(), n_o * g.pixels(), "conv_forward: output length");
     let off = lay.tap_offsets(g);
@@ -279,12 +276,7 @@ pub fn conv_bias_relu_pool2<F: Float>(
     y: &mut [F],
     mask: &mut [u8],
 ) -> bool {
-    let lay = PaddedLayout::of(g);
-    assert_eq!(
-        padded.len(),
-        lay.len(g.channels),
-        "conv_bias_relu_pool2: padded length"
-    );
+    let lay = PaddedLayout::checked(g, padded.len(), "conv_bias_relu_pool2");
     assert_eq!(
         w.len(),
         n_o * g.patch_len(),
@@ -338,12 +330,7 @@ pub fn conv_weight_grad<F: Float>(
     w_grad_t: &mut [F],
     accumulate: bool,
 ) {
-    let lay = PaddedLayout::of(g);
-    assert_eq!(
-        padded.len(),
-        lay.len(g.channels),
-        "conv_weight_grad: padded length"
-    );
+    let lay = PaddedLayout::checked(g, padded.len(), "conv_weight_grad");
     assert_eq!(dy.len(), n_o * g.pixels(), "conv_weight_grad: dy length");
     assert_eq!(
         w_grad_t.len(),
