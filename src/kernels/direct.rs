@@ -1,5 +1,6 @@
-//! Direct convolution: the lab's first layer (3 → 16) throughout, the forward pass and input
-//! gradient of its second (16 → 32, 32 → 16 transposed).
+//! Direct convolution: the lab's first layer (3 → 16) throughout; its second (16 → 32, and
+//! 32 → 16 transposed for the input gradient) in `f64` and wherever [`super::winograd`] does
+//! not run.
 //!
 //! With `n_i·h·h` small (27 for 3 channels and 3×3 filters), im2col + GEMM spends more time
 //! copying and packing than multiplying; with longer patches on wide images, a 16 × 16
@@ -515,7 +516,7 @@ mod portable {
 /// The `f32` kernels for AVX-512, in explicit intrinsics: the compiler does not find these
 /// register blocks by itself (it vectorises across filters with gathers instead).
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use super::{PaddedLayout, COL_BLOCK};
     use crate::kernels::im2col::ConvGeometry;
     use std::arch::x86_64::*;
@@ -882,7 +883,7 @@ mod avx512 {
     /// Transposes a 16 × 16 block held as 16 row vectors: 32-bit, then 64-bit interleaves
     /// within 128-bit lanes, then two rounds of 128-bit lane shuffles.
     #[target_feature(enable = "avx512f")]
-    unsafe fn transpose16(r: &mut [__m512; 16]) {
+    pub(crate) unsafe fn transpose16(r: &mut [__m512; 16]) {
         let mut t = [_mm512_setzero_ps(); 16];
         for i in 0..8 {
             t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
@@ -1182,7 +1183,7 @@ mod tests {
     /// bit, on small integers (exact sums, so ties and zeros are common).
     #[test]
     fn pooled_forward_matches_convolution_then_pooling_bit_for_bit() {
-        use crate::kernels::relu_pool::bias_relu_pool2;
+        use crate::kernels::relu_pool::pool_planes;
         for (seed, &(n_i, n_o, rows, cols)) in [
             (3, 16, 8, 32),
             (2, 8, 6, 20),
@@ -1216,17 +1217,7 @@ mod tests {
             }
             let mut full = vec![0.0; n_o * g.pixels()];
             conv_forward(&padded, &g, &w, n_o, &mut full);
-            let (mut y_ref, mut mask_ref) = (vec![0.0; n_o * q], vec![0u8; n_o * q]);
-            for (o, plane) in full.chunks_exact(g.pixels()).enumerate() {
-                let out = o * q..(o + 1) * q;
-                bias_relu_pool2(
-                    plane,
-                    b[o],
-                    cols,
-                    &mut y_ref[out.clone()],
-                    &mut mask_ref[out],
-                );
-            }
+            let (y_ref, mask_ref) = pool_planes(&full, &b, cols);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&y), bits(&y_ref), "{n_i}→{n_o}, {rows}×{cols}");
             assert_eq!(mask, mask_ref, "{n_i}→{n_o}, {rows}×{cols}");

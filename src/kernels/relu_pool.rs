@@ -104,6 +104,20 @@ pub fn relu_pool2_backward<F: Float>(dy: &[F], mask: &[u8], cols: usize, dv: &mu
     }
 }
 
+/// [`bias_relu_pool2`] of every plane of one image's dense output `v` (`n_o` planes of
+/// `rows × cols`, one bias each): the pooled `(n_o, rows/2, cols/2)` values and routing bytes,
+/// the reference the fused kernels are tested against.
+#[cfg(test)]
+pub(crate) fn pool_planes<F: Float>(v: &[F], b: &[F], cols: usize) -> (Vec<F>, Vec<u8>) {
+    let q = v.len() / b.len() / 4;
+    let (mut y, mut mask) = (vec![F::zero(); b.len() * q], vec![0u8; b.len() * q]);
+    let outs = y.chunks_exact_mut(q).zip(mask.chunks_exact_mut(q));
+    for ((plane, &bias), (y_o, m_o)) in v.chunks_exact(4 * q).zip(b).zip(outs) {
+        bias_relu_pool2(plane, bias, cols, y_o, m_o);
+    }
+    (y, mask)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

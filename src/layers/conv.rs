@@ -13,8 +13,9 @@
 //! GEMM per image on [`im2col`]'s matrix (`Y = W·X_col`, `dWᵀ += X_col·dYᵀ`,
 //! `dX_col = Wᵀ·dY`) or, where [`crate::kernels::direct`] says it pays (short patches, wide
 //! images), as a direct convolution; dℓ/dx is then itself a forward convolution of dℓ/dy
-//! with the flipped, transposed filters. [`crate::kernels::reference`] holds the plain loops
-//! both are tested against.
+//! with the flipped, transposed filters. 3×3 `f32` layers with channels and filters in
+//! multiples of 16 run all three products with [`crate::kernels::winograd`] instead.
+//! [`crate::kernels::reference`] holds the plain loops they are all tested against.
 //! [`ConvLayer::forward_relu_pool2`] runs the layer with ReLU and 2×2 max pooling applied to
 //! each image's output while it is still in cache; [`crate::Sequential`] uses it.
 //!
@@ -39,6 +40,7 @@ use crate::kernels::gemm::{matmul, MatRef};
 use crate::kernels::im2col::{col2im, im2col, ConvGeometry};
 use crate::kernels::reduce::sum;
 use crate::kernels::relu_pool::{bias_relu_pool2, relu_pool2_backward};
+use crate::kernels::winograd::{self, Epilogue};
 use crate::layer::{expect_grad_shape, expect_shape, missing_forward, weight_and_bias, zeros_par};
 use crate::{Float, Layer, Param, ShapeError};
 use ndarray::{Array2, Array4, ArrayD, ArrayView4, ArrayViewD, Ix4};
@@ -70,27 +72,54 @@ pub struct ConvLayer<F: Float> {
     workers: Vec<Mutex<WorkerScratch<F>>>,
 }
 
+/// Which kernels compute a layer's products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernels {
+    /// One GEMM per image on [`im2col`]'s matrix.
+    Im2col,
+    /// [`crate::kernels::direct`] (the weight gradient possibly by GEMM, see
+    /// [`prefers_direct_weight_grad`]).
+    Direct,
+    /// [`crate::kernels::winograd`], for all three products.
+    Winograd,
+}
+
+impl Kernels {
+    /// The kernels for geometry `g` with `n_o` filters in float type `F`: Winograd for `f32`
+    /// where it applies and its explicit kernels run (in `f64` the direct and GEMM paths
+    /// stay the more accurate reference).
+    fn choose<F: Float>(g: &ConvGeometry, n_o: usize) -> Self {
+        if F::as_f32_slice(&[]).is_some() && winograd::runs_fast() && winograd::applies(g, n_o) {
+            Self::Winograd
+        } else if prefers_direct(g) {
+            Self::Direct
+        } else {
+            Self::Im2col
+        }
+    }
+
+    /// Values per kept image: zero-padded for the direct kernels ([`pad_image`]), padded
+    /// channels-last for Winograd ([`winograd::pad_channels_last`]).
+    fn kept_len(self, g: &ConvGeometry) -> usize {
+        match self {
+            Self::Im2col => g.image_len(),
+            Self::Direct => padded_len(g),
+            Self::Winograd => winograd::padded_len(g),
+        }
+    }
+}
+
 /// The input of the last forward pass, kept for the weight gradient.
 struct KeptInput<F> {
     /// `(n_b, n_i, rows, cols)`.
     dim: (usize, usize, usize, usize),
     /// Geometry of one image under the current weights.
     g: ConvGeometry,
-    /// The images one after another: as given (im2col path) or, for the direct kernels,
-    /// already zero-padded ([`pad_image`]), so the backward pass need not pad them again.
-    /// Reused across batches of the same shape.
+    /// The kernels of the forward pass, whose layout `images` has.
+    kernels: Kernels,
+    /// The images one after another, as [`Kernels::kept_len`] says, so that the backward
+    /// pass need not pad them again. Reused across batches of the same shape.
     images: Vec<F>,
-}
-
-impl<F> KeptInput<F> {
-    /// Values per kept image.
-    fn image_len(&self) -> usize {
-        if prefers_direct(&self.g) {
-            padded_len(&self.g)
-        } else {
-            self.g.image_len()
-        }
-    }
 }
 
 /// The partial sums of one task of [`IMAGES_PER_TASK`] images: kept per task (not per
@@ -99,6 +128,8 @@ impl<F> KeptInput<F> {
 struct TaskScratch<F> {
     /// dWᵀ of the task, `(n_i·h·h) × n_o`.
     w_grad_t: Vec<F>,
+    /// The Winograd kernels' summed products of the task, `(16, n_i, n_o)`.
+    w_grad_u: Vec<F>,
     b_grad: Vec<F>,
 }
 
@@ -111,6 +142,8 @@ struct WorkerScratch<F> {
     dy_pad: Vec<F>,
     /// One image's full-size output (fused forward) or dℓ/dy (fused backward).
     out: Vec<F>,
+    /// The Winograd kernels' working buffers.
+    winograd: winograd::Scratch<F>,
 }
 
 /// The calling worker thread's buffers (uncontended: each thread has its own).
@@ -201,14 +234,17 @@ impl<F: Float> ConvLayer<F> {
         let (n_o, _, _) = self.dims();
         let (_, _, rows, cols) = x.dim();
         let g = self.geometry(rows, cols);
+        let kernels = Kernels::choose::<F>(&g, n_o);
         let kept = self.kept.get_or_insert_with(|| KeptInput {
             dim: x.dim(),
             g,
+            kernels,
             images: Vec::new(),
         });
         kept.dim = x.dim();
         kept.g = g;
-        let kept_len = kept.image_len();
+        kept.kernels = kernels;
+        let kept_len = kernels.kept_len(&g);
         // Every value is overwritten below: only a change of size costs a fill.
         kept.images.resize(x.dim().0 * kept_len, F::zero());
         let (in_len, p, k) = (g.image_len(), g.pixels(), g.patch_len());
@@ -228,7 +264,10 @@ impl<F: Float> ConvLayer<F> {
         let w = self.w.as_standard_layout();
         let w_mat_data = w.as_slice().expect("standard layout");
         let w_mat = MatRef::row_major(w_mat_data, n_o, k);
-        let direct = prefers_direct(&g);
+        let direct = kernels == Kernels::Direct;
+        let u = (kernels == Kernels::Winograd)
+            .then(|| winograd::transform_filters(w_mat_data, n_o, g.channels));
+        let u = u.as_deref();
         let b = self.b.as_standard_layout();
         let b = b.as_slice().expect("standard layout");
         tasks_out
@@ -237,19 +276,31 @@ impl<F: Float> ConvLayer<F> {
             .zip(kept.images.par_chunks_mut(IMAGES_PER_TASK * kept_len))
             .for_each(|((mut out_task, x_task), kept_task)| {
                 let mut s = worker_scratch(workers);
-                let WorkerScratch { x_col, out, .. } = &mut *s;
-                // y_n = W ⋆ x_n, without the bias; keeps x_n (padded for the direct kernels)
-                // for the backward pass.
-                let mut convolve = |x_n: &[F], kept_n: &mut [F], y_n: &mut [F]| {
-                    if direct {
-                        pad_image(x_n, &g, kept_n);
-                        conv_forward(kept_n, &g, w_mat_data, n_o, y_n);
-                    } else {
-                        kept_n.copy_from_slice(x_n);
-                        im2col(x_n, &g, x_col);
-                        matmul(w_mat, MatRef::row_major(x_col, k, p), y_n, false);
-                    }
-                };
+                let WorkerScratch {
+                    x_col,
+                    out,
+                    winograd: wino,
+                    ..
+                } = &mut *s;
+                // y_n = W ⋆ x_n, without the bias; keeps x_n (padded for the direct and
+                // Winograd kernels) for the backward pass.
+                let mut convolve =
+                    |x_n: &[F],
+                     kept_n: &mut [F],
+                     y_n: &mut [F],
+                     wino: &mut winograd::Scratch<F>| {
+                        if let Some(u) = u {
+                            winograd::pad_channels_last(x_n, &g, kept_n);
+                            winograd::forward(kept_n, &g, u, n_o, Epilogue::Dense(y_n), wino);
+                        } else if direct {
+                            pad_image(x_n, &g, kept_n);
+                            conv_forward(kept_n, &g, w_mat_data, n_o, y_n);
+                        } else {
+                            kept_n.copy_from_slice(x_n);
+                            im2col(x_n, &g, x_col);
+                            matmul(w_mat, MatRef::row_major(x_col, k, p), y_n, false);
+                        }
+                    };
                 let images = x_task
                     .chunks_exact(in_len)
                     .zip(kept_task.chunks_exact_mut(kept_len));
@@ -257,7 +308,7 @@ impl<F: Float> ConvLayer<F> {
                     match &mut out_task {
                         TaskOut::Dense(y) => {
                             let y_n = &mut y[j * n_o * p..(j + 1) * n_o * p];
-                            convolve(x_n, kept_n, y_n);
+                            convolve(x_n, kept_n, y_n, wino);
                             for (row, &bias) in y_n.chunks_exact_mut(p).zip(b) {
                                 row.iter_mut().for_each(|v| *v += bias);
                             }
@@ -266,6 +317,16 @@ impl<F: Float> ConvLayer<F> {
                             let q = p / 4;
                             let range = j * n_o * q..(j + 1) * n_o * q;
                             let (y_n, mask_n) = (&mut y[range.clone()], &mut mask[range]);
+                            if let Some(u) = u {
+                                winograd::pad_channels_last(x_n, &g, kept_n);
+                                let out = Epilogue::ReluPool2 {
+                                    b,
+                                    y: y_n,
+                                    mask: mask_n,
+                                };
+                                winograd::forward(kept_n, &g, u, n_o, out, wino);
+                                continue;
+                            }
                             // The full-size output, if any, stays in this scratch buffer, in cache.
                             let out = cache_aligned(out, n_o * p);
                             if direct {
@@ -276,7 +337,7 @@ impl<F: Float> ConvLayer<F> {
                                 }
                                 conv_forward(kept_n, &g, w_mat_data, n_o, out);
                             } else {
-                                convolve(x_n, kept_n, out);
+                                convolve(x_n, kept_n, out, wino);
                             }
                             let outs = y_n.chunks_exact_mut(q).zip(mask_n.chunks_exact_mut(q));
                             for ((plane, &bias), (y_o, m_o)) in out.chunks_exact(p).zip(b).zip(outs)
@@ -301,7 +362,8 @@ impl<F: Float> ConvLayer<F> {
         let (n_b, n_i, rows, cols) = kept.dim;
         let g = kept.g;
         let (k, p, in_len) = (g.patch_len(), g.pixels(), g.image_len());
-        let kept_len = kept.image_len();
+        let kernels = kept.kernels;
+        let kept_len = kernels.kept_len(&g);
         let mut x_grad = want_x_grad.then(|| zeros_par(&[n_b, n_i, rows, cols]));
         if self.w_grad.dim() != self.w.dim() {
             self.w_grad = Array4::zeros(self.w.raw_dim());
@@ -318,11 +380,21 @@ impl<F: Float> ConvLayer<F> {
         let w_slice = w.as_slice().expect("standard layout");
         let w_mat = MatRef::row_major(w_slice, n_o, k);
         // Where the input was kept padded, and which products run directly.
-        let (padded, direct_dw) = (prefers_direct(&g), prefers_direct_weight_grad::<F>(&g));
+        let padded = kernels == Kernels::Direct;
+        let direct_dw = padded && prefers_direct_weight_grad::<F>(&g);
         let transposed = transposed_geometry(&g, n_o)
-            .filter(|_| want_x_grad)
+            .filter(|_| want_x_grad && kernels == Kernels::Direct)
             .map(|g_t| (g_t, flip_transpose(w_slice, n_o, n_i_w, h)));
-        let transposed = transposed.as_ref();
+        // Winograd: dℓ/dy's geometry, and the transformed filters of dℓ/dx if wanted.
+        let wino = (kernels == Kernels::Winograd).then(|| {
+            let g_dy = ConvGeometry { channels: n_o, ..g };
+            let u_t = want_x_grad.then(|| {
+                let w_t = flip_transpose(w_slice, n_o, n_i_w, h);
+                winograd::transform_filters(&w_t, n_i_w, n_o)
+            });
+            (g_dy, u_t)
+        });
+        let (transposed, wino) = (transposed.as_ref(), wino.as_ref());
         let dx_tasks: Vec<Option<&mut [F]>> = match &mut x_grad {
             Some(dx) => dx
                 .as_slice_mut()
@@ -338,13 +410,18 @@ impl<F: Float> ConvLayer<F> {
             .zip(kept.images.par_chunks(IMAGES_PER_TASK * kept_len))
             .zip(self.scratch.par_iter_mut())
             .for_each(|(((mut dx_task, grad), x_task), task)| {
-                let TaskScratch { w_grad_t, b_grad } = task;
+                let TaskScratch {
+                    w_grad_t,
+                    w_grad_u,
+                    b_grad,
+                } = task;
                 let mut worker = worker_scratch(workers);
                 let WorkerScratch {
                     x_col,
                     d_col,
                     dy_pad,
                     out,
+                    winograd: wino_scratch,
                 } = &mut *worker;
                 b_grad.fill(F::zero());
                 for (j, x_n) in x_task.chunks_exact(kept_len).enumerate() {
@@ -363,6 +440,20 @@ impl<F: Float> ConvLayer<F> {
                             out
                         }
                     };
+                    for (acc, row) in b_grad.iter_mut().zip(dy_n.chunks_exact(p)) {
+                        *acc += sum(row);
+                    }
+                    if let Some((g_dy, u_t)) = wino {
+                        dy_pad.resize(winograd::padded_len(g_dy), F::zero());
+                        winograd::pad_channels_last(dy_n, g_dy, dy_pad);
+                        let ws = &mut *wino_scratch;
+                        winograd::weight_grad(x_n, dy_pad, &g, n_o, w_grad_u, j > 0, ws);
+                        if let (Some(dx), Some(u_t)) = (dx_task.as_deref_mut(), u_t) {
+                            let dx_n = Epilogue::Dense(&mut dx[j * in_len..(j + 1) * in_len]);
+                            winograd::forward(dy_pad, g_dy, u_t, n_i_w, dx_n, ws);
+                        }
+                        continue;
+                    }
                     let dy_mat = MatRef::row_major(dy_n, n_o, p);
                     if direct_dw {
                         // x_n was kept zero-padded.
@@ -376,9 +467,6 @@ impl<F: Float> ConvLayer<F> {
                         // dWᵀ += X_col · dYᵀ (the transposed product runs faster in the GEMM
                         // kernels than dY · X_colᵀ: both operands stream along the pixels).
                         matmul(MatRef::row_major(x_col, k, p), dy_mat.t(), w_grad_t, j > 0);
-                    }
-                    for (acc, row) in b_grad.iter_mut().zip(dy_n.chunks_exact(p)) {
-                        *acc += sum(row);
                     }
                     let Some(dx) = dx_task.as_deref_mut() else {
                         continue;
@@ -399,14 +487,23 @@ impl<F: Float> ConvLayer<F> {
         // Reduce the per-task partial sums in task order (same bits for any thread count),
         // into the first task's buffers, then transpose dWᵀ once.
         let (first, rest) = self.scratch[..tasks].split_first_mut().expect("tasks > 0");
+        let winograd_sums = kernels == Kernels::Winograd;
         for s in rest.iter() {
-            add_assign(&mut first.w_grad_t, &s.w_grad_t);
+            if winograd_sums {
+                add_assign(&mut first.w_grad_u, &s.w_grad_u);
+            } else {
+                add_assign(&mut first.w_grad_t, &s.w_grad_t);
+            }
             add_assign(&mut first.b_grad, &s.b_grad);
         }
         let w_grad = self.w_grad.as_slice_mut().expect("standard layout");
-        for (t, row) in first.w_grad_t.chunks_exact(n_o).enumerate() {
-            for (o, &v) in row.iter().enumerate() {
-                w_grad[o * k + t] = v;
+        if winograd_sums {
+            winograd::filter_grad(&first.w_grad_u, n_o, n_i_w, w_grad);
+        } else {
+            for (t, row) in first.w_grad_t.chunks_exact(n_o).enumerate() {
+                for (o, &v) in row.iter().enumerate() {
+                    w_grad[o * k + t] = v;
+                }
             }
         }
         let b_grad = self.b_grad.as_slice_mut().expect("standard layout");
@@ -534,8 +631,14 @@ fn prepare_scratch<F: Float>(
     if scratch.len() < tasks {
         scratch.resize_with(tasks, TaskScratch::default);
     }
+    let winograd = Kernels::choose::<F>(g, n_o) == Kernels::Winograd;
     for s in scratch.iter_mut().take(tasks) {
-        s.w_grad_t.resize(n_o * g.patch_len(), F::zero());
+        if winograd {
+            s.w_grad_u
+                .resize(winograd::filters_len(g.channels, n_o), F::zero());
+        } else {
+            s.w_grad_t.resize(n_o * g.patch_len(), F::zero());
+        }
         s.b_grad.resize(n_o, F::zero());
     }
     workers.resize_with(rayon::current_num_threads().max(1), Default::default);
@@ -746,34 +849,54 @@ mod tests {
         }
     }
 
-    /// The lab's second layer in `f32` (direct forward, GEMM weight gradient, transposed
-    /// convolution for dℓ/dx; explicit AVX-512 blocks where available) against the `f64`
-    /// reference loops.
+    /// `f32` layers on the Winograd path (the lab's second layer, narrower images than one
+    /// register block, more filters than inputs and the reverse) against the `f64` loops:
+    /// y, dx, dW and db.
     #[test]
-    fn lab_second_layer_in_f32_matches_the_f64_reference() {
-        let (n_b, n_i, n_o, side) = (5, 16, 32, 16);
-        let mut conv = ConvLayer::<f32>::new(n_i, n_o, 3, &mut rng(7));
-        conv.b = Array2::from_shape_fn((1, n_o), |(_, o)| o as f32 * 0.01);
-        let x = random4((n_b, n_i, side, side), 8);
-        let dy = random4((n_b, n_o, side, side), 9);
-        let to32 = |a: &Array4<f64>| a.mapv(|v| v as f32);
-        let y = conv.forward(to32(&x).view().into_dyn());
-        let dx = conv.backward(to32(&dy).view().into_dyn());
-        let w = conv.w.mapv(f64::from);
-        let y_ref = reference::conv2d_forward(x.view(), w.view(), conv.b.mapv(f64::from).view());
-        let (dx_ref, dw_ref, _) = reference::conv2d_backward(x.view(), w.view(), dy.view());
-        for (got, want, what) in [
-            (y.mapv(f64::from), y_ref.into_dyn(), "y"),
-            (dx.mapv(f64::from), dx_ref.into_dyn(), "dx"),
-            (
-                conv.w_grad.mapv(f64::from).into_dyn(),
-                dw_ref.into_dyn(),
-                "dW",
-            ),
-        ] {
-            let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            for (a, b) in got.iter().zip(want.iter()) {
-                assert!((a - b).abs() <= 1e-5 * scale, "{what}: {a} vs {b}");
+    fn winograd_layers_in_f32_match_the_f64_reference() {
+        for (k, &(n_b, n_i, n_o, rows, cols)) in [
+            (5, 16, 32, 16, 16),
+            (3, 16, 16, 8, 8),
+            (2, 32, 16, 6, 10),
+            (9, 16, 48, 4, 4),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut conv = ConvLayer::<f32>::new(n_i, n_o, 3, &mut rng(7 + k as u64));
+            conv.b = Array2::from_shape_fn((1, n_o), |(_, o)| o as f32 * 0.01);
+            let x = random4((n_b, n_i, rows, cols), 8 + k as u64);
+            let dy = random4((n_b, n_o, rows, cols), 9 + k as u64);
+            let to32 = |a: &Array4<f64>| a.mapv(|v| v as f32);
+            let y = conv.forward(to32(&x).view().into_dyn());
+            let dx = conv.backward(to32(&dy).view().into_dyn());
+            let w = conv.w.mapv(f64::from);
+            let y_ref =
+                reference::conv2d_forward(x.view(), w.view(), conv.b.mapv(f64::from).view());
+            let (dx_ref, dw_ref, db_ref) =
+                reference::conv2d_backward(x.view(), w.view(), dy.view());
+            for (got, want, what) in [
+                (y.mapv(f64::from), y_ref.into_dyn(), "y"),
+                (dx.mapv(f64::from), dx_ref.into_dyn(), "dx"),
+                (
+                    conv.w_grad.mapv(f64::from).into_dyn(),
+                    dw_ref.into_dyn(),
+                    "dW",
+                ),
+                (
+                    conv.b_grad.mapv(f64::from).into_dyn(),
+                    db_ref.into_dyn(),
+                    "db",
+                ),
+            ] {
+                let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                assert!(scale > 0.0, "{what}");
+                for (a, b) in got.iter().zip(want.iter()) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * scale,
+                        "shape {k}, {what}: {a} vs {b}"
+                    );
+                }
             }
         }
     }
