@@ -1,7 +1,7 @@
 //! [`Sequential`]: layers applied in order, a cross-entropy loss on top, and the SGD
 //! training loop (`fit`) and inference (`predict`) built from them.
 
-use crate::layers::{ConvLayer, CrossEntropyLayer, MaxPoolLayer, ReluLayer};
+use crate::layers::{ConvLayer, CrossEntropyLayer, FlattenLayer, MaxPoolLayer, ReluLayer};
 use crate::{Float, Layer, ShapeError};
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2};
 use rand::seq::SliceRandom;
@@ -63,6 +63,11 @@ fn as_conv<F: Float>(layer: &mut Box<dyn Layer<F>>) -> &mut ConvLayer<F> {
         .as_any_mut()
         .and_then(|l| l.downcast_mut::<ConvLayer<F>>())
         .expect("Sequential: the layers changed between forward and backward")
+}
+
+/// The layer as a [`FlattenLayer`], if it is one.
+fn as_flatten<F: Float>(layer: &mut Box<dyn Layer<F>>) -> Option<&mut FlattenLayer<F>> {
+    layer.as_any_mut()?.downcast_mut::<FlattenLayer<F>>()
 }
 
 /// Examples per pass in `predict` and `evaluate`: bounds memory on large sets.
@@ -133,18 +138,29 @@ impl<F: Float> Sequential<F> {
         let mut out: Option<ArrayD<F>> = None;
         let mut i = 0;
         while i < self.layers.len() {
-            let input = out.as_ref().map_or(x.view(), |a| a.view());
-            let y = if self.fusion && fusable(&mut self.layers[i..], input.shape()) {
-                let mut mask = spare_masks.pop().unwrap_or_default();
-                let y = as_conv(&mut self.layers[i]).forward_relu_pool2(input, &mut mask);
-                self.plan.push(Stage::ConvReluPool { first: i, mask });
-                i += 3;
-                y
-            } else {
-                let y = self.layers[i].forward(input);
+            let y = if let (Some(_), Some(_)) = (&out, as_flatten(&mut self.layers[i])) {
+                // Our own intermediate array: reshaped in place instead of copied.
+                let owned = out.take().expect("matched");
+                let y = as_flatten(&mut self.layers[i])
+                    .expect("matched")
+                    .forward_owned(owned);
                 self.plan.push(Stage::Single(i));
                 i += 1;
                 y
+            } else {
+                let input = out.as_ref().map_or(x.view(), |a| a.view());
+                if self.fusion && fusable(&mut self.layers[i..], input.shape()) {
+                    let mut mask = spare_masks.pop().unwrap_or_default();
+                    let y = as_conv(&mut self.layers[i]).forward_relu_pool2(input, &mut mask);
+                    self.plan.push(Stage::ConvReluPool { first: i, mask });
+                    i += 3;
+                    y
+                } else {
+                    let y = self.layers[i].forward(input);
+                    self.plan.push(Stage::Single(i));
+                    i += 1;
+                    y
+                }
             };
             out = Some(y);
         }
@@ -188,7 +204,10 @@ impl<F: Float> Sequential<F> {
         for (s, stage) in self.plan.iter().enumerate().rev() {
             let want_x_grad = input_grad || s > 0;
             grad = match stage {
-                Stage::Single(i) if want_x_grad => self.layers[*i].backward(grad.view()),
+                Stage::Single(i) if want_x_grad => match as_flatten(&mut self.layers[*i]) {
+                    Some(flatten) => flatten.backward_owned(grad),
+                    None => self.layers[*i].backward(grad.view()),
+                },
                 Stage::Single(i) => {
                     self.layers[*i].backward_params(grad.view());
                     return None;
