@@ -103,15 +103,8 @@ pub fn pad_channels_last<F: Float>(x: &[F], g: &ConvGeometry, padded: &mut [F]) 
         padded_len(g),
         "pad_channels_last: padded length"
     );
-    let (c_n, pc) = (g.channels, g.cols + 2);
-    let row_len = pc * c_n;
-    padded[..row_len].fill(F::zero());
-    padded[(g.rows + 1) * row_len..].fill(F::zero());
-    for r in 0..g.rows {
-        let row = &mut padded[(r + 1) * row_len..(r + 2) * row_len];
-        row[..c_n].fill(F::zero());
-        row[(pc - 1) * c_n..].fill(F::zero());
-    }
+    zero_border(padded, g);
+    let c_n = g.channels;
     #[cfg(target_arch = "x86_64")]
     if let (Some(x), Some(padded)) = (F::as_f32_slice(x), F::as_f32_slice_mut(&mut *padded)) {
         if avx512::available() && c_n.is_multiple_of(LANES) {
@@ -140,6 +133,101 @@ fn pad_channels_last_portable<F: Float>(x: &[F], g: &ConvGeometry, padded: &mut 
                 }
             }
         }
+    }
+}
+
+/// The backward of a fused bias + ReLU + 2×2 max pool, written as the zero-padded
+/// channels-last dℓ/dv that [`weight_grad`] and the input gradient read:
+/// `dv[o, 2i + a, 2j + b] = dy[o, i, j] · bit_{2a+b}(mask[o, i, j])`, exactly as
+/// [`crate::kernels::relu_pool::relu_pool2_backward`] spreads it, then laid out as
+/// [`pad_channels_last`] does.
+///
+/// # Shapes
+/// `dy`, `mask`: `(channels, rows/2, cols/2)` for `g` (`g.channels` = the layer's filters);
+/// `padded`: [`padded_len`]`(g)`.
+///
+/// # Panics
+/// If the lengths do not match `g`, or its rows or columns are odd.
+pub fn unpool_channels_last<F: Float>(dy: &[F], mask: &[u8], g: &ConvGeometry, padded: &mut [F]) {
+    assert!(
+        g.rows.is_multiple_of(2) && g.cols.is_multiple_of(2),
+        "unpool_channels_last: odd image {g:?}"
+    );
+    let (c_n, pc, q, half) = (g.channels, g.cols + 2, g.pixels() / 4, g.cols / 2);
+    assert_eq!(dy.len(), c_n * q, "unpool_channels_last: dy length");
+    assert_eq!(mask.len(), c_n * q, "unpool_channels_last: mask length");
+    assert_eq!(
+        padded.len(),
+        padded_len(g),
+        "unpool_channels_last: padded length"
+    );
+    zero_border(padded, g);
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(dy), Some(padded)) = (F::as_f32_slice(dy), F::as_f32_slice_mut(&mut *padded)) {
+        if avx512::available() && c_n.is_multiple_of(LANES) {
+            // SAFETY: the features were just checked.
+            unsafe { avx512::unpool_interior(dy, mask, g, padded) };
+            return;
+        }
+    }
+    for c in 0..c_n {
+        for i in 0..g.rows / 2 {
+            for j in 0..half {
+                let (v, bits) = (
+                    dy[(c * g.rows / 2 + i) * half + j],
+                    mask[(c * g.rows / 2 + i) * half + j],
+                );
+                for (ab, (a, b)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+                    let routed = if (bits >> ab) & 1 != 0 { v } else { F::zero() };
+                    padded[((2 * i + a + 1) * pc + 2 * j + b + 1) * c_n + c] = routed;
+                }
+            }
+        }
+    }
+}
+
+/// `sums[c] += Σ_pixels x[c, pixel]` over a channels-last padded image (its zero border adds
+/// nothing): the bias gradient, summed pixel by pixel in raster order.
+///
+/// # Panics
+/// If `padded` or `sums` does not match `g`.
+pub fn add_channel_sums<F: Float>(padded: &[F], g: &ConvGeometry, sums: &mut [F]) {
+    assert_eq!(
+        padded.len(),
+        padded_len(g),
+        "add_channel_sums: padded length"
+    );
+    assert_eq!(sums.len(), g.channels, "add_channel_sums: sums length");
+    add_channel_sums_image(padded, g.channels, sums);
+}
+
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
+fn add_channel_sums_image<F: Float>(padded: &[F], c_n: usize, sums: &mut [F]) {
+    let mut acc = vec![F::zero(); c_n];
+    for pixel in padded.chunks_exact(c_n) {
+        for (a, &v) in acc.iter_mut().zip(pixel) {
+            *a += v;
+        }
+    }
+    for (s, a) in sums.iter_mut().zip(acc) {
+        *s += a;
+    }
+}
+
+/// Zeroes the one-pixel border of a channels-last padded image.
+fn zero_border<F: Float>(padded: &mut [F], g: &ConvGeometry) {
+    let (c_n, pc) = (g.channels, g.cols + 2);
+    let row_len = pc * c_n;
+    padded[..row_len].fill(F::zero());
+    padded[(g.rows + 1) * row_len..].fill(F::zero());
+    for r in 0..g.rows {
+        let row = &mut padded[(r + 1) * row_len..(r + 2) * row_len];
+        row[..c_n].fill(F::zero());
+        row[(pc - 1) * c_n..].fill(F::zero());
     }
 }
 
@@ -749,6 +837,54 @@ mod avx512 {
         }
     }
 
+    /// The interior of [`super::unpool_channels_last`] (checked by it, channels in whole
+    /// vectors): 16 channels × 16 pooled columns at a time, transposed in registers, each
+    /// pooled value then masked into its window's four pixels.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) fn unpool_interior(dy: &[f32], mask: &[u8], g: &ConvGeometry, padded: &mut [f32]) {
+        let (c_n, pc, half, q) = (g.channels, g.cols + 2, g.cols / 2, g.pixels() / 4);
+        assert!(c_n.is_multiple_of(LANES) && dy.len() == c_n * q && mask.len() == c_n * q);
+        assert_eq!(padded.len(), (g.rows + 2) * pc * c_n);
+        for i in 0..g.rows / 2 {
+            for c0 in (0..c_n).step_by(LANES) {
+                for j0 in (0..half).step_by(LANES) {
+                    let n = LANES.min(half - j0);
+                    let k = ((1u32 << n) - 1) as __mmask16;
+                    let at = |l: usize| (c0 + l) * q + i * half + j0;
+                    // SAFETY: lanes j < n read index at(l) + j < c_n·q, for dy and mask.
+                    let mut values: [__m512; 16] = std::array::from_fn(|l| unsafe {
+                        _mm512_maskz_loadu_ps(k, dy.as_ptr().add(at(l)))
+                    });
+                    let mut bits: [__m512; 16] = std::array::from_fn(|l| unsafe {
+                        let bytes = _mm_maskz_loadu_epi8(k, mask.as_ptr().add(at(l)).cast());
+                        _mm512_castsi512_ps(_mm512_cvtepu8_epi32(bytes))
+                    });
+                    // SAFETY: the features are enabled here.
+                    unsafe {
+                        transpose16(&mut values);
+                        transpose16(&mut bits);
+                    }
+                    for j in 0..n {
+                        let bits_j = _mm512_castps_si512(bits[j]);
+                        for (ab, (a, b)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate()
+                        {
+                            let routed = _mm512_test_epi32_mask(bits_j, _mm512_set1_epi32(1 << ab));
+                            let pixel = (2 * i + a + 1) * pc + 2 * (j0 + j) + b + 1;
+                            // SAFETY: an interior pixel of the padded image, channels c0..c0 + 16.
+                            unsafe {
+                                store(
+                                    padded,
+                                    pixel * c_n + c0,
+                                    _mm512_maskz_mov_ps(routed, values[j]),
+                                )
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// [`super::forward`] (checked by it): blocks of [`FORWARD_TILES`] tiles, each
     /// transformed, multiplied position by position and transformed back while in cache.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
@@ -1155,7 +1291,7 @@ mod tests {
     use super::*;
     use crate::kernels::direct::flip_transpose;
     use crate::kernels::reference::{conv2d_backward, conv2d_forward};
-    use crate::kernels::relu_pool::pool_planes;
+    use crate::kernels::relu_pool::{pool_planes, relu_pool2_backward};
     use ndarray::{Array2, Array4};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -1469,6 +1605,55 @@ mod tests {
             weight_grad_image(&x_pad, &dy_pad, &g, n_o, &mut du_slow, &mut s);
             close(&du_fast, &du_slow, "dU");
         }
+    }
+
+    /// Un-pooling into the channels-last copy writes what `relu_pool2_backward` then
+    /// `pad_channels_last` would, bit for bit, in `f32` (explicit kernel where it runs) and
+    /// `f64`, for pooled rows shorter and longer than one vector.
+    #[test]
+    fn unpooling_matches_relu_pool2_backward_then_padding() {
+        fn check<F: Float>(rows: usize, cols: usize, seed: u64) {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let g = geometry(32, rows, cols);
+            let q = g.pixels() / 4;
+            let dy: Vec<F> = (0..32 * q)
+                .map(|_| F::from_f64(rng.random_range(-1.0..1.0)))
+                .collect();
+            let mask: Vec<u8> = (0..32 * q).map(|_| rng.random_range(0..16)).collect();
+            let mut dense = vec![F::zero(); 32 * g.pixels()];
+            for ((dy_c, m_c), plane) in dy
+                .chunks_exact(q)
+                .zip(mask.chunks_exact(q))
+                .zip(dense.chunks_exact_mut(g.pixels()))
+            {
+                relu_pool2_backward(dy_c, m_c, cols, plane);
+            }
+            let mut want = vec![F::zero(); padded_len(&g)];
+            pad_channels_last(&dense, &g, &mut want);
+            let mut got = vec![F::nan(); padded_len(&g)];
+            unpool_channels_last(&dy, &mask, &g, &mut got);
+            let bits = |v: &[F]| v.iter().map(|x| x.as_f64().to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{rows}×{cols}");
+        }
+        for (rows, cols, seed) in [(4, 6, 1), (16, 16, 2), (2, 36, 3)] {
+            check::<f32>(rows, cols, seed);
+            check::<f64>(rows, cols, seed);
+        }
+    }
+
+    #[test]
+    fn channel_sums_add_every_pixel_of_each_channel() {
+        // 16 channels of a 2 × 2 image: channel c holds c, c + 1, c + 2, c + 3 → 4c + 6.
+        let g = geometry(16, 2, 2);
+        let x: Vec<f64> = (0..16)
+            .flat_map(|c| (0..4).map(move |k| (c + k) as f64))
+            .collect();
+        let mut padded = vec![0.0; padded_len(&g)];
+        pad_channels_last(&x, &g, &mut padded);
+        let mut sums = vec![1.0; 16];
+        add_channel_sums(&padded, &g, &mut sums);
+        let want: Vec<f64> = (0..16).map(|c| 1.0 + 4.0 * c as f64 + 6.0).collect();
+        assert_eq!(sums, want);
     }
 
     #[test]

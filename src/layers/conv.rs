@@ -425,6 +425,34 @@ impl<F: Float> ConvLayer<F> {
                 } = &mut *worker;
                 b_grad.fill(F::zero());
                 for (j, x_n) in x_task.chunks_exact(kept_len).enumerate() {
+                    if let Some((g_dy, u_t)) = wino {
+                        // dℓ/dy straight into its channels-last padded copy, which gives the
+                        // bias gradient, the weight gradient and (as input) dℓ/dx.
+                        dy_pad.resize(winograd::padded_len(g_dy), F::zero());
+                        let (dense, pooled) = (
+                            j * n_o * p..(j + 1) * n_o * p,
+                            j * n_o * p / 4..(j + 1) * n_o * p / 4,
+                        );
+                        match grad {
+                            TaskGrad::Dense(dy) => {
+                                winograd::pad_channels_last(&dy[dense], g_dy, dy_pad)
+                            }
+                            TaskGrad::ReluPool2 { dy, mask } => winograd::unpool_channels_last(
+                                &dy[pooled.clone()],
+                                &mask[pooled],
+                                g_dy,
+                                dy_pad,
+                            ),
+                        }
+                        winograd::add_channel_sums(dy_pad, g_dy, b_grad);
+                        let ws = &mut *wino_scratch;
+                        winograd::weight_grad(x_n, dy_pad, &g, n_o, w_grad_u, j > 0, ws);
+                        if let (Some(dx), Some(u_t)) = (dx_task.as_deref_mut(), u_t) {
+                            let dx_n = Epilogue::Dense(&mut dx[j * in_len..(j + 1) * in_len]);
+                            winograd::forward(dy_pad, g_dy, u_t, n_i_w, dx_n, ws);
+                        }
+                        continue;
+                    }
                     let dy_n: &[F] = match grad {
                         TaskGrad::Dense(dy) => &dy[j * n_o * p..(j + 1) * n_o * p],
                         TaskGrad::ReluPool2 { dy, mask } => {
@@ -442,17 +470,6 @@ impl<F: Float> ConvLayer<F> {
                     };
                     for (acc, row) in b_grad.iter_mut().zip(dy_n.chunks_exact(p)) {
                         *acc += sum(row);
-                    }
-                    if let Some((g_dy, u_t)) = wino {
-                        dy_pad.resize(winograd::padded_len(g_dy), F::zero());
-                        winograd::pad_channels_last(dy_n, g_dy, dy_pad);
-                        let ws = &mut *wino_scratch;
-                        winograd::weight_grad(x_n, dy_pad, &g, n_o, w_grad_u, j > 0, ws);
-                        if let (Some(dx), Some(u_t)) = (dx_task.as_deref_mut(), u_t) {
-                            let dx_n = Epilogue::Dense(&mut dx[j * in_len..(j + 1) * in_len]);
-                            winograd::forward(dy_pad, g_dy, u_t, n_i_w, dx_n, ws);
-                        }
-                        continue;
                     }
                     let dy_mat = MatRef::row_major(dy_n, n_o, p);
                     if direct_dw {
