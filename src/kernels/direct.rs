@@ -883,6 +883,7 @@ pub(crate) mod avx512 {
     /// Transposes a 16 × 16 block held as 16 row vectors: 32-bit, then 64-bit interleaves
     /// within 128-bit lanes, then two rounds of 128-bit lane shuffles.
     #[target_feature(enable = "avx512f")]
+    #[inline]
     pub(crate) unsafe fn transpose16(r: &mut [__m512; 16]) {
         let mut t = [_mm512_setzero_ps(); 16];
         for i in 0..8 {
