@@ -124,10 +124,9 @@ fn pad_channels_last_portable<F: Float>(x: &[F], g: &ConvGeometry, padded: &mut 
         let row = &mut padded[(r + 1) * row_len..(r + 2) * row_len];
         // Sixteen channels of a few pixels at a time: short strided reads, whole-vector writes.
         for c0 in (0..c_n).step_by(LANES) {
+            let width = LANES.min(c_n - c0);
             for q in 0..g.cols {
-                let out: &mut Lanes<F> = (&mut row[(q + 1) * c_n + c0..][..LANES])
-                    .try_into()
-                    .expect("lanes");
+                let out = &mut row[(q + 1) * c_n + c0..][..width];
                 for (l, v) in out.iter_mut().enumerate() {
                     *v = x[(c0 + l) * p + r * g.cols + q];
                 }
@@ -207,14 +206,35 @@ pub fn add_channel_sums<F: Float>(padded: &[F], g: &ConvGeometry, sums: &mut [F]
     "aarch64+neon"
 ))]
 fn add_channel_sums_image<F: Float>(padded: &[F], c_n: usize, sums: &mut [F]) {
-    let mut acc = vec![F::zero(); c_n];
-    for pixel in padded.chunks_exact(c_n) {
-        for (a, &v) in acc.iter_mut().zip(pixel) {
-            *a += v;
+    // Whole vectors of 16 channels held in registers, even and odd pixels summed apart (two
+    // independent chains of additions), then added: a fixed order.
+    let pixels = padded.len() / c_n;
+    let whole = c_n / LANES * LANES;
+    for c0 in (0..whole).step_by(LANES) {
+        let (mut even, mut odd) = ([F::zero(); LANES], [F::zero(); LANES]);
+        for pair in padded.chunks_exact(2 * c_n) {
+            let (a, b) = (lanes(pair, c0), lanes(pair, c_n + c0));
+            for l in 0..LANES {
+                even[l] += a[l];
+                odd[l] += b[l];
+            }
+        }
+        if pixels % 2 == 1 {
+            let last = lanes(padded, (pixels - 1) * c_n + c0);
+            for l in 0..LANES {
+                even[l] += last[l];
+            }
+        }
+        for l in 0..LANES {
+            sums[c0 + l] += even[l] + odd[l];
         }
     }
-    for (s, a) in sums.iter_mut().zip(acc) {
-        *s += a;
+    for (c, sum) in sums.iter_mut().enumerate().skip(whole) {
+        *sum += padded
+            .iter()
+            .skip(c)
+            .step_by(c_n)
+            .fold(F::zero(), |s, &v| s + v);
     }
 }
 
@@ -1643,17 +1663,20 @@ mod tests {
 
     #[test]
     fn channel_sums_add_every_pixel_of_each_channel() {
-        // 16 channels of a 2 × 2 image: channel c holds c, c + 1, c + 2, c + 3 → 4c + 6.
-        let g = geometry(16, 2, 2);
-        let x: Vec<f64> = (0..16)
-            .flat_map(|c| (0..4).map(move |k| (c + k) as f64))
-            .collect();
-        let mut padded = vec![0.0; padded_len(&g)];
-        pad_channels_last(&x, &g, &mut padded);
-        let mut sums = vec![1.0; 16];
-        add_channel_sums(&padded, &g, &mut sums);
-        let want: Vec<f64> = (0..16).map(|c| 1.0 + 4.0 * c as f64 + 6.0).collect();
-        assert_eq!(sums, want);
+        // A 2 × 2 image whose channel c holds c, c + 1, c + 2, c + 3: its sum is 4c + 6. With
+        // 16 channels (one vector) and 20 (a vector and 4 more).
+        for channels in [16, 20] {
+            let g = geometry(channels, 2, 2);
+            let x: Vec<f32> = (0..channels)
+                .flat_map(|c| (0..4).map(move |k| (c + k) as f32))
+                .collect();
+            let mut padded = vec![0.0; padded_len(&g)];
+            pad_channels_last(&x, &g, &mut padded);
+            let mut sums = vec![1.0; channels];
+            add_channel_sums(&padded, &g, &mut sums);
+            let want: Vec<f32> = (0..channels).map(|c| 1.0 + 4.0 * c as f32 + 6.0).collect();
+            assert_eq!(sums, want, "{channels} channels");
+        }
     }
 
     #[test]
