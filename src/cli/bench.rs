@@ -1,5 +1,7 @@
 //! `scratchnet bench`: per-layer and per-step timings of the lab network (and a bigger one)
 //! with images/s and achieved GFLOP/s, for several thread counts, as a table and JSON.
+//! GFLOP/s count the direct convolution's multiply-adds, as the figures do: layers
+//! that run by Winograd do 2.25× fewer in their products, so theirs is an effective rate.
 //! The workloads match `../shared/bench/pytorch_reference.py`, so the two can be run side by
 //! side on the same machine.
 
@@ -117,7 +119,8 @@ fn fused_rows(
 }
 
 /// Floating-point operations of one layer's forward pass and backward pass (multiply-adds
-/// count 2) for input shape `input`; the backward includes dℓ/dx only if `input_grad`.
+/// count 2, convolutions counted as direct ones) for input shape `input`; the backward
+/// includes dℓ/dx only if `input_grad`.
 fn flops(layer: &dyn Layer<f32>, input: &[usize], input_grad: bool) -> (f64, f64) {
     let out = layer.output_shape(input).expect("shapes checked");
     let name = layer.name();
