@@ -412,6 +412,8 @@ pub fn forward<F: Float>(
     "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
+/// [`forward`] (checked by it) in portable loops: blocks of [`FORWARD_TILES`] tiles, each
+/// transformed, multiplied position by position and transformed back.
 fn forward_image<F: Float>(
     padded: &[F],
     g: &ConvGeometry,
@@ -657,6 +659,7 @@ pub fn weight_grad<F: Float>(
     "x86_64+avx2+fma",
     "aarch64+neon"
 ))]
+/// [`weight_grad`] (checked by it) in portable loops, [`GRAD_TILES`] tiles at a time.
 fn weight_grad_image<F: Float>(
     padded: &[F],
     dy_padded: &[F],
