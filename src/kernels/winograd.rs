@@ -238,17 +238,26 @@ fn add_channel_sums_image<F: Float>(padded: &[F], c_n: usize, sums: &mut [F]) {
     }
 }
 
-/// Zeroes the one-pixel border of a channels-last padded image.
+/// Zeroes the one-pixel border of a channels-last padded image: the top row with the first
+/// left border, then each right border with the next row's left border (they touch), then
+/// the last right border with the bottom row.
 fn zero_border<F: Float>(padded: &mut [F], g: &ConvGeometry) {
-    let (c_n, pc) = (g.channels, g.cols + 2);
-    let row_len = pc * c_n;
-    padded[..row_len].fill(F::zero());
-    padded[(g.rows + 1) * row_len..].fill(F::zero());
-    for r in 0..g.rows {
-        let row = &mut padded[(r + 1) * row_len..(r + 2) * row_len];
-        row[..c_n].fill(F::zero());
-        row[(pc - 1) * c_n..].fill(F::zero());
+    let (c_n, row_len) = (g.channels, (g.cols + 2) * g.channels);
+    zero(&mut padded[..row_len + c_n]);
+    for r in 2..=g.rows {
+        zero(&mut padded[r * row_len - c_n..r * row_len + c_n]);
     }
+    zero(&mut padded[(g.rows + 1) * row_len - c_n..]);
+}
+
+/// `x = 0`, in whole vectors where it can (short fills otherwise become `memset` calls).
+fn zero<F: Float>(x: &mut [F]) {
+    let mut blocks = x.chunks_exact_mut(LANES);
+    for block in &mut blocks {
+        let block: &mut Lanes<F> = block.try_into().expect("lanes");
+        *block = [F::zero(); LANES];
+    }
+    blocks.into_remainder().fill(F::zero());
 }
 
 /// The transformed filters `U[ξ, c, o] = (G g_{o,c} Gᵀ)[ξ]`.

@@ -505,12 +505,12 @@ impl<F: Float> ConvLayer<F> {
         // into the first task's buffers, then transpose dWᵀ once.
         let (first, rest) = self.scratch[..tasks].split_first_mut().expect("tasks > 0");
         let winograd_sums = kernels == Kernels::Winograd;
+        if winograd_sums {
+            reduce_in_task_order(&mut first.w_grad_u, rest, |s| &s.w_grad_u);
+        } else {
+            reduce_in_task_order(&mut first.w_grad_t, rest, |s| &s.w_grad_t);
+        }
         for s in rest.iter() {
-            if winograd_sums {
-                add_assign(&mut first.w_grad_u, &s.w_grad_u);
-            } else {
-                add_assign(&mut first.w_grad_t, &s.w_grad_t);
-            }
             add_assign(&mut first.b_grad, &s.b_grad);
         }
         let w_grad = self.w_grad.as_slice_mut().expect("standard layout");
@@ -634,6 +634,24 @@ fn cache_aligned<F>(buf: &mut [F], len: usize) -> &mut [F] {
 /// `acc += v`, element by element.
 fn add_assign<F: Float>(acc: &mut [F], v: &[F]) {
     acc.iter_mut().zip(v).for_each(|(a, &b)| *a += b);
+}
+
+/// `first += Σ_tasks part(task)`, element by element in task order (the same bits for any
+/// thread count), in parallel over blocks of elements.
+fn reduce_in_task_order<F: Float>(
+    first: &mut [F],
+    rest: &[TaskScratch<F>],
+    part: impl Fn(&TaskScratch<F>) -> &Vec<F> + Sync,
+) {
+    const BLOCK: usize = 1024;
+    first
+        .par_chunks_mut(BLOCK)
+        .enumerate()
+        .for_each(|(i, acc)| {
+            for s in rest {
+                add_assign(acc, &part(s)[i * BLOCK..]);
+            }
+        });
 }
 
 /// Grows `scratch` to `tasks` entries and `workers` to one per thread of the current pool,
