@@ -350,6 +350,18 @@ pub struct Scratch<F> {
     m: Vec<F>,
 }
 
+impl<F: Float> Scratch<F> {
+    /// Makes `v` and `m` at least this long. They only grow: the forward pass and the weight
+    /// gradient need different sizes, and each image of a backward pass calls both.
+    fn reserve(&mut self, v_len: usize, m_len: usize) {
+        for (buf, len) in [(&mut self.v, v_len), (&mut self.m, m_len)] {
+            if buf.len() < len {
+                buf.resize(len, F::zero());
+            }
+        }
+    }
+}
+
 /// `W ⋆ x` for one image, from its [`pad_channels_last`] copy and [`transform_filters`].
 ///
 /// # Shapes
@@ -388,10 +400,10 @@ pub fn forward<F: Float>(
             assert_eq!(mask.len(), n_o * q, "winograd::forward: mask length");
         }
     }
-    scratch
-        .v
-        .resize(POSITIONS * FORWARD_TILES * g.channels, F::zero());
-    scratch.m.resize(POSITIONS * FORWARD_TILES * n_o, F::zero());
+    scratch.reserve(
+        POSITIONS * FORWARD_TILES * g.channels,
+        POSITIONS * FORWARD_TILES * n_o,
+    );
     #[cfg(target_arch = "x86_64")]
     if let (Some(padded), Some(u), Some(v), Some(m)) = (
         F::as_f32_slice(padded),
@@ -642,10 +654,10 @@ pub fn weight_grad<F: Float>(
     if !accumulate {
         du.fill(F::zero());
     }
-    scratch
-        .v
-        .resize(POSITIONS * GRAD_TILES * g.channels, F::zero());
-    scratch.m.resize(POSITIONS * GRAD_TILES * n_o, F::zero());
+    scratch.reserve(
+        POSITIONS * GRAD_TILES * g.channels,
+        POSITIONS * GRAD_TILES * n_o,
+    );
     #[cfg(target_arch = "x86_64")]
     if let (Some(padded), Some(dy_padded), Some(du), Some(v), Some(e)) = (
         F::as_f32_slice(padded),

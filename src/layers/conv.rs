@@ -257,8 +257,7 @@ impl<F: Float> ConvLayer<F> {
             &mut self.scratch,
             &mut self.workers,
             tasks_out.len(),
-            &g,
-            n_o,
+            (&g, n_o, kernels),
         );
         let workers = &self.workers;
         let w = self.w.as_standard_layout();
@@ -374,7 +373,12 @@ impl<F: Float> ConvLayer<F> {
         if tasks == 0 || in_len == 0 {
             return x_grad;
         }
-        prepare_scratch(&mut self.scratch, &mut self.workers, tasks, &g, n_o);
+        prepare_scratch(
+            &mut self.scratch,
+            &mut self.workers,
+            tasks,
+            (&g, n_o, kernels),
+        );
         let workers = &self.workers;
         let w = self.w.as_standard_layout();
         let w_slice = w.as_slice().expect("standard layout");
@@ -655,20 +659,18 @@ fn reduce_in_task_order<F: Float>(
 }
 
 /// Grows `scratch` to `tasks` entries and `workers` to one per thread of the current pool,
-/// each sized for `g` and `n_o` filters.
+/// each sized for geometry `g`, `n_o` filters and the layer's `kernels`.
 fn prepare_scratch<F: Float>(
     scratch: &mut Vec<TaskScratch<F>>,
     workers: &mut Vec<Mutex<WorkerScratch<F>>>,
     tasks: usize,
-    g: &ConvGeometry,
-    n_o: usize,
+    (g, n_o, kernels): (&ConvGeometry, usize, Kernels),
 ) {
     if scratch.len() < tasks {
         scratch.resize_with(tasks, TaskScratch::default);
     }
-    let winograd = Kernels::choose::<F>(g, n_o) == Kernels::Winograd;
     for s in scratch.iter_mut().take(tasks) {
-        if winograd {
+        if kernels == Kernels::Winograd {
             s.w_grad_u
                 .resize(winograd::filters_len(g.channels, n_o), F::zero());
         } else {
