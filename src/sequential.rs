@@ -138,29 +138,27 @@ impl<F: Float> Sequential<F> {
         let mut out: Option<ArrayD<F>> = None;
         let mut i = 0;
         while i < self.layers.len() {
-            let y = if let (Some(_), Some(_)) = (&out, as_flatten(&mut self.layers[i])) {
-                // Our own intermediate array: reshaped in place instead of copied.
-                let owned = out.take().expect("matched");
-                let y = as_flatten(&mut self.layers[i])
-                    .expect("matched")
-                    .forward_owned(owned);
+            let shape = out.as_ref().map_or(x.shape(), |a| a.shape());
+            let y = if self.fusion && fusable(&mut self.layers[i..], shape) {
+                let input = out.as_ref().map_or(x.view(), |a| a.view());
+                let mut mask = spare_masks.pop().unwrap_or_default();
+                let y = as_conv(&mut self.layers[i]).forward_relu_pool2(input, &mut mask);
+                self.plan.push(Stage::ConvReluPool { first: i, mask });
+                i += 3;
+                y
+            } else {
+                let y = match out.take() {
+                    // Our own intermediate array: a flattening layer reshapes it in place.
+                    Some(owned) if as_flatten(&mut self.layers[i]).is_some() => {
+                        as_flatten(&mut self.layers[i])
+                            .expect("just checked")
+                            .forward_owned(owned)
+                    }
+                    owned => self.layers[i].forward(owned.as_ref().map_or(x.view(), |a| a.view())),
+                };
                 self.plan.push(Stage::Single(i));
                 i += 1;
                 y
-            } else {
-                let input = out.as_ref().map_or(x.view(), |a| a.view());
-                if self.fusion && fusable(&mut self.layers[i..], input.shape()) {
-                    let mut mask = spare_masks.pop().unwrap_or_default();
-                    let y = as_conv(&mut self.layers[i]).forward_relu_pool2(input, &mut mask);
-                    self.plan.push(Stage::ConvReluPool { first: i, mask });
-                    i += 3;
-                    y
-                } else {
-                    let y = self.layers[i].forward(input);
-                    self.plan.push(Stage::Single(i));
-                    i += 1;
-                    y
-                }
             };
             out = Some(y);
         }
